@@ -1,0 +1,90 @@
+// Configuration of homd (and later hom) from environment variables, SPEC §3.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace hom {
+
+// Raised by load_config() with one line naming the variable, the value and what is accepted.
+class ConfigError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Looks up one environment variable; std::nullopt when unset.
+using Env = std::function<std::optional<std::string>(const std::string& name)>;
+
+// The process environment.
+Env process_env();
+
+enum class TlsMode { kAuto, kOn, kOff };
+
+struct MqttConfig {
+  std::string server_uri;  // for Paho: tcp://, ssl://, ws://, wss:// host:port[/path]
+  std::string host;
+  int port = 8883;
+  bool tls = false;  // resolved from MQTT_TLS, the URI scheme and the port
+  TlsMode tls_mode = TlsMode::kAuto;
+  std::string ca_file;  // empty: the system's CAs
+  std::string cert_file;
+  std::string key_file;
+  bool tls_insecure = false;
+  std::optional<std::string> user;
+  std::optional<std::string> password;
+  std::string password_file;  // where the password came from, for --check-config
+  std::string client_id;
+  bool clean_session = false;
+  int keepalive_s = 30;
+  int response_qos = 2;
+  std::size_t max_payload_bytes = 2 * 1024 * 1024;
+};
+
+struct TopicConfig {
+  std::string start = "v1";  // trimmed application name
+  std::string id = "itsme";  // trimmed device id
+};
+
+struct HttpConfig {
+  std::string base_url = "http://localhost/";  // normalised to end with '/'
+  std::optional<std::string> user;
+  std::optional<std::string> password;
+  std::string password_file;
+  std::chrono::milliseconds timeout{30000};
+  std::chrono::milliseconds connect_timeout{5000};
+  std::size_t max_body_bytes = 1024 * 1024;
+  std::size_t max_response_bytes = 1024 * 1024;
+  std::vector<std::string> allowed_methods;  // upper-case
+  std::vector<std::string> allowed_paths;    // globs, each with a leading '/'; empty: all
+  std::string unix_socket;
+  std::string ca_file;
+  bool tls_insecure = false;
+};
+
+struct Config {
+  MqttConfig mqtt;
+  TopicConfig topics;
+  HttpConfig http;
+  int workers = 4;
+  std::size_t queue_max = 1024;
+  std::chrono::milliseconds shutdown_grace{10000};
+  std::string log_level = "info";
+};
+
+// Reads and validates every variable; throws ConfigError on the first invalid one.
+Config load_config(const Env& env);
+
+// The effective configuration as NAME=value lines (defaults included, secrets as ***),
+// for `homd --check-config`.
+std::vector<std::pair<std::string, std::string>> describe(const Config& config);
+
+// Trims leading and trailing '/' from a topic part.
+std::string trim_slashes(std::string_view part);
+
+}  // namespace hom

@@ -1,0 +1,58 @@
+// From an MQTT message to a request for the local API, SPEC §2 "Request payload",
+// "Bridge-generated statuses" and "Precise rules". Pure: no I/O.
+#pragma once
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "hom/config.hpp"
+#include "hom/response.hpp"
+#include "hom/topic.hpp"
+
+namespace hom {
+
+// What parse_request() needs from the configuration.
+struct RequestPolicy {
+  Topics topics;
+  std::string base_url;
+  std::vector<std::string> allowed_methods;
+  std::vector<std::string> allowed_paths;
+  std::size_t max_payload_bytes;
+  std::size_t max_body_bytes;
+  std::chrono::milliseconds max_timeout;
+  bool drop_authorization;  // the bridge sends its own credentials (HTTP_USER)
+
+  static RequestPolicy from(const Config& config);
+};
+
+struct Request {
+  std::string response_topic;  // where the reply goes
+  std::string verb;            // upper-case when valid
+  std::string path;            // as it arrived in the topic, for logs
+  std::string url;             // full URL under the base
+  HeaderList headers;          // to send, in payload order, names as given
+  std::optional<std::string> body;
+  nlohmann::json req_id;  // echoed verbatim; null when absent
+  std::chrono::milliseconds timeout{0};
+  bool include_headers = false;
+  // Set when the bridge answers by itself without calling the API (a 4xx from the checks).
+  std::optional<Response> rejection;
+  std::chrono::steady_clock::time_point received{};  // set by the bridge, for the log line
+};
+
+// Parses one message. nullopt when the topic is not a request topic of this device.
+std::optional<Request> parse_request(const RequestPolicy& policy, std::string_view topic,
+                                     std::string_view payload);
+
+// True when `name` is an RFC 9110 token (tchar+).
+bool is_token(std::string_view name);
+
+// Request header names never taken from a payload (framing, routing, hop-by-hop).
+bool is_dropped_header(std::string_view name);
+
+}  // namespace hom

@@ -1,0 +1,41 @@
+// The reply document, SPEC §2 "Response payload".
+#pragma once
+
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace hom {
+
+// Response header fields in arrival order, names lower-case.
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+struct Response {
+  int status = 0;
+  // The HTTP response body; nullopt when the bridge produced the status itself.
+  std::optional<std::string> body;
+  // Set when the bridge produced the status: the reason, for humans.
+  std::string error;
+  nlohmann::json req_id;  // null when absent
+  bool include_headers = false;
+  HeaderList headers;
+};
+
+// A response the bridge produced itself (content null, `error` set).
+Response bridge_error(int status, std::string error, nlohmann::json req_id = nullptr);
+
+// Encodes the reply document: content as JSON / UTF-8 text / base64, `status`, `req_id`,
+// and `content_encoding`, `headers`, `error` when they apply. Always valid JSON.
+std::string to_json(const Response& response);
+
+// True when `bytes` is well-formed UTF-8 (no overlongs, no surrogates).
+bool is_valid_utf8(std::string_view bytes);
+
+// Max JSON nesting depth of a document, counted without parsing it (strings skipped).
+// Stops counting once `limit` is exceeded and returns limit + 1.
+int json_depth(std::string_view text, int limit);
+
+}  // namespace hom

@@ -1,0 +1,394 @@
+#include "hom/config.hpp"
+
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "hom/request.hpp"
+
+namespace hom {
+
+namespace {
+
+constexpr const char* kDefaultMethods = "GET,HEAD,POST,PUT,PATCH,DELETE,OPTIONS";
+
+[[noreturn]] void fail(const std::string& name, const std::string& value,
+                       const std::string& accepted) {
+  throw ConfigError(name + "='" + value + "' is invalid: " + accepted);
+}
+
+std::string trim_spaces(std::string_view s) {
+  const auto b = s.find_first_not_of(" \t");
+  if (b == std::string_view::npos) return {};
+  const auto e = s.find_last_not_of(" \t");
+  return std::string(s.substr(b, e - b + 1));
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return s;
+}
+
+std::string upper(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::toupper(c)); });
+  return s;
+}
+
+std::vector<std::string> split_list(std::string_view s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    std::size_t end = s.find(',', start);
+    if (end == std::string_view::npos) end = s.size();
+    std::string item = trim_spaces(s.substr(start, end - start));
+    if (!item.empty()) out.push_back(std::move(item));
+    start = end + 1;
+  }
+  return out;
+}
+
+// Reads variables and remembers the defaults it applied, for error messages.
+class Reader {
+ public:
+  explicit Reader(const Env& env) : env_(env) {}
+
+  std::optional<std::string> get(const std::string& name) const {
+    auto v = env_(name);
+    if (v && v->empty()) return std::nullopt;  // an empty variable counts as unset
+    return v;
+  }
+
+  std::string str(const std::string& name, const std::string& def) const {
+    return get(name).value_or(def);
+  }
+
+  long long integer(const std::string& name, long long def, long long min, long long max) const {
+    const auto v = get(name);
+    if (!v) return def;
+    long long out = 0;
+    const char* end = v->data() + v->size();
+    const auto [ptr, ec] = std::from_chars(v->data(), end, out);
+    if (ec != std::errc() || ptr != end || out < min || out > max) {
+      fail(name, *v,
+           "expected an integer from " + std::to_string(min) + " to " + std::to_string(max));
+    }
+    return out;
+  }
+
+  bool boolean(const std::string& name, bool def) const {
+    const auto v = get(name);
+    if (!v) return def;
+    const std::string s = lower(*v);
+    if (s == "1" || s == "true" || s == "yes" || s == "on") return true;
+    if (s == "0" || s == "false" || s == "no" || s == "off") return false;
+    fail(name, *v, "expected 1/0, true/false, yes/no or on/off");
+  }
+
+  std::string readable_file(const std::string& name) const {
+    const auto v = get(name);
+    if (!v) return {};
+    std::ifstream f(*v);
+    if (!f) fail(name, *v, "expected a readable file");
+    return *v;
+  }
+
+  // X or X_FILE (one trailing newline stripped); both set is an error.
+  std::optional<std::string> secret(const std::string& name, std::string& file_used) const {
+    const auto direct = get(name);
+    const auto file = get(name + "_FILE");
+    if (direct && file)
+      throw ConfigError(name + " and " + name + "_FILE are both set: set only one of them");
+    if (direct) return direct;
+    if (!file) return std::nullopt;
+    std::ifstream f(*file, std::ios::binary);
+    if (!f) fail(name + "_FILE", *file, "expected a readable file");
+    std::ostringstream ss;
+    ss << f.rdbuf();
+    std::string value = ss.str();
+    if (!value.empty() && value.back() == '\n') value.pop_back();
+    if (!value.empty() && value.back() == '\r') value.pop_back();
+    file_used = *file;
+    return value;
+  }
+
+ private:
+  const Env& env_;
+};
+
+std::string topic_part(const Reader& r, const std::string& name, const std::string& def) {
+  const std::string raw = r.str(name, def);
+  std::string part = trim_slashes(raw);
+  if (part.empty() || part.find_first_of(std::string("+#\0", 3)) != std::string::npos)
+    fail(name, raw, "expected a topic part that is not empty and holds no '+', '#' or NUL");
+  return part;
+}
+
+struct UrlFree {
+  void operator()(CURLU* u) const { curl_url_cleanup(u); }
+};
+
+std::string url_get(CURLU* u, CURLUPart part) {
+  char* value = nullptr;
+  if (curl_url_get(u, part, &value, 0) != CURLUE_OK || !value) return {};
+  std::string out(value);
+  curl_free(value);
+  return out;
+}
+
+std::string base_url(const Reader& r) {
+  const std::string raw = r.str("HTTP_BASE_URL", "http://localhost/");
+  const std::string accepted = "expected an http:// or https:// URL with a host, without query";
+  std::unique_ptr<CURLU, UrlFree> u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, raw.c_str(), 0) != CURLUE_OK)
+    fail("HTTP_BASE_URL", raw, accepted);
+  const std::string scheme = lower(url_get(u.get(), CURLUPART_SCHEME));
+  if ((scheme != "http" && scheme != "https") || url_get(u.get(), CURLUPART_HOST).empty() ||
+      !url_get(u.get(), CURLUPART_QUERY).empty() || !url_get(u.get(), CURLUPART_FRAGMENT).empty() ||
+      raw.find("://") == std::string::npos || lower(raw.substr(0, raw.find("://"))) != scheme) {
+    fail("HTTP_BASE_URL", raw, accepted);
+  }
+  std::string path = url_get(u.get(), CURLUPART_PATH);
+  if (path.empty() || path.back() != '/') path += '/';
+  curl_url_set(u.get(), CURLUPART_PATH, path.c_str(), 0);
+  return url_get(u.get(), CURLUPART_URL);
+}
+
+void resolve_mqtt_endpoint(const Reader& r, MqttConfig& m) {
+  const std::string tls_word = lower(r.str("MQTT_TLS", "auto"));
+  if (tls_word == "auto") {
+    m.tls_mode = TlsMode::kAuto;
+  } else if (tls_word == "on" || tls_word == "1" || tls_word == "true") {
+    m.tls_mode = TlsMode::kOn;
+  } else if (tls_word == "off" || tls_word == "0" || tls_word == "false") {
+    m.tls_mode = TlsMode::kOff;
+  } else {
+    fail("MQTT_TLS", r.str("MQTT_TLS", ""), "expected auto, on or off");
+  }
+
+  const std::string raw = r.str("MQTT_HOST", "localhost");
+  std::string ws_path;
+  bool websocket = false;
+  const auto sep = raw.find("://");
+  if (sep != std::string::npos) {
+    const std::string scheme = lower(raw.substr(0, sep));
+    int default_port = 0;
+    if (scheme == "mqtt") {
+      m.tls = false, default_port = 1883;
+    } else if (scheme == "mqtts") {
+      m.tls = true, default_port = 8883;
+    } else if (scheme == "ws") {
+      m.tls = false, default_port = 80, websocket = true;
+    } else if (scheme == "wss") {
+      m.tls = true, default_port = 443, websocket = true;
+    } else {
+      fail("MQTT_HOST", raw, "expected a host name or an mqtt://, mqtts://, ws:// or wss:// URI");
+    }
+    if ((m.tls && m.tls_mode == TlsMode::kOff) || (!m.tls && m.tls_mode == TlsMode::kOn))
+      throw ConfigError("MQTT_TLS='" + tls_word + "' contradicts MQTT_HOST='" + raw +
+                        "': the URI scheme decides TLS");
+    std::string rest = raw.substr(sep + 3);
+    const auto slash = rest.find('/');
+    if (slash != std::string::npos) {
+      ws_path = rest.substr(slash);
+      rest.resize(slash);
+      if (!websocket && ws_path != "/")
+        fail("MQTT_HOST", raw, "a path is only allowed in a ws:// or wss:// URI");
+    }
+    std::string port_text;
+    if (!rest.empty() && rest.front() == '[') {
+      const auto close = rest.find(']');
+      if (close == std::string::npos) fail("MQTT_HOST", raw, "expected [IPv6] in brackets");
+      m.host = rest.substr(1, close - 1);
+      if (close + 1 < rest.size()) {
+        if (rest[close + 1] != ':') fail("MQTT_HOST", raw, "expected [IPv6]:port");
+        port_text = rest.substr(close + 2);
+      }
+    } else {
+      const auto colon = rest.rfind(':');
+      m.host = rest.substr(0, colon);
+      if (colon != std::string::npos) port_text = rest.substr(colon + 1);
+    }
+    m.port = default_port;
+    if (!port_text.empty()) {
+      int port = 0;
+      const auto [p, ec] =
+          std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+      if (ec != std::errc() || p != port_text.data() + port_text.size() || port < 1 || port > 65535)
+        fail("MQTT_HOST", raw, "expected a port from 1 to 65535 in the URI");
+      m.port = port;
+    }
+  } else {
+    m.host = raw;
+    m.port = static_cast<int>(r.integer("MQTT_PORT", 8883, 1, 65535));
+    m.tls = m.tls_mode == TlsMode::kOn ||
+            (m.tls_mode == TlsMode::kAuto &&
+             (m.port == 8883 || r.get("MQTT_CA_FILE") || r.get("MQTT_CERT_FILE")));
+  }
+  if (m.host.empty() || m.host.find_first_of(" /?#@") != std::string::npos)
+    fail("MQTT_HOST", raw, "expected a host name, an IP address or a broker URI");
+
+  const std::string host = m.host.find(':') != std::string::npos ? "[" + m.host + "]" : m.host;
+  const char* scheme = websocket ? (m.tls ? "wss://" : "ws://") : (m.tls ? "ssl://" : "tcp://");
+  m.server_uri = scheme + host + ":" + std::to_string(m.port) + ws_path;
+}
+
+std::string default_client_id(const std::string& id) {
+  std::string out = "homd-" + id;
+  for (auto& c : out) {
+    const auto u = static_cast<unsigned char>(c);
+    if (!std::isalnum(u) && c != '_' && c != '-') c = '-';
+  }
+  return out;
+}
+
+}  // namespace
+
+Env process_env() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
+std::string trim_slashes(std::string_view part) {
+  const auto b = part.find_first_not_of('/');
+  if (b == std::string_view::npos) return {};
+  const auto e = part.find_last_not_of('/');
+  return std::string(part.substr(b, e - b + 1));
+}
+
+Config load_config(const Env& env) {
+  const Reader r(env);
+  Config c;
+
+  c.topics.start = topic_part(r, "MQTT_TOPIC_START", "v1");
+  c.topics.id = topic_part(r, "MQTT_TOPIC_ID", "itsme");
+
+  MqttConfig& m = c.mqtt;
+  resolve_mqtt_endpoint(r, m);
+  m.ca_file = r.readable_file("MQTT_CA_FILE");
+  m.cert_file = r.readable_file("MQTT_CERT_FILE");
+  m.key_file = r.readable_file("MQTT_KEY_FILE");
+  if (!m.tls && (!m.ca_file.empty() || !m.cert_file.empty() || !m.key_file.empty()))
+    throw ConfigError(
+        "MQTT_CA_FILE/MQTT_CERT_FILE/MQTT_KEY_FILE are set but TLS is off (MQTT_TLS or "
+        "the MQTT_HOST scheme): enable TLS or unset them");
+  if (!m.key_file.empty() && m.cert_file.empty())
+    throw ConfigError("MQTT_KEY_FILE is set without MQTT_CERT_FILE: set both for mutual TLS");
+  m.tls_insecure = r.boolean("MQTT_TLS_INSECURE", false);
+  m.user = r.get("MQTT_USER");
+  m.password = r.secret("MQTT_PASS", m.password_file);
+  m.client_id = r.str("MQTT_CLIENT_ID", default_client_id(c.topics.id));
+  m.clean_session = r.boolean("MQTT_CLEAN_SESSION", false);
+  m.keepalive_s = static_cast<int>(r.integer("MQTT_KEEPALIVE_S", 30, 1, 65535));
+  m.response_qos = static_cast<int>(r.integer("MQTT_RESPONSE_QOS", 2, 0, 2));
+  m.max_payload_bytes = static_cast<std::size_t>(
+      r.integer("MQTT_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024, 1, 256LL * 1024 * 1024));
+
+  HttpConfig& h = c.http;
+  h.base_url = base_url(r);
+  h.user = r.get("HTTP_USER");
+  h.password = r.secret("HTTP_PASS", h.password_file);
+  h.timeout = std::chrono::milliseconds(r.integer("HTTP_TIMEOUT_MS", 30000, 1, 86400000));
+  h.connect_timeout =
+      std::chrono::milliseconds(r.integer("HTTP_CONNECT_TIMEOUT_MS", 5000, 1, 86400000));
+  h.max_body_bytes =
+      static_cast<std::size_t>(r.integer("HTTP_MAX_BODY_BYTES", 1048576, 0, 1LL << 32));
+  h.max_response_bytes =
+      static_cast<std::size_t>(r.integer("HTTP_MAX_RESPONSE_BYTES", 1048576, 0, 1LL << 32));
+  const std::string methods = r.str("HTTP_ALLOWED_METHODS", kDefaultMethods);
+  for (const auto& method : split_list(methods)) {
+    if (!is_token(method))
+      fail("HTTP_ALLOWED_METHODS", methods, "expected comma-separated method names");
+    h.allowed_methods.push_back(upper(method));
+  }
+  if (h.allowed_methods.empty())
+    fail("HTTP_ALLOWED_METHODS", methods, "expected at least one method name");
+  if (const auto paths = r.get("HTTP_ALLOWED_PATHS")) {
+    for (auto& glob : split_list(*paths)) {
+      if (glob.front() != '/') glob.insert(glob.begin(), '/');
+      h.allowed_paths.push_back(std::move(glob));
+    }
+    if (h.allowed_paths.empty())
+      fail("HTTP_ALLOWED_PATHS", *paths, "expected comma-separated path globs such as /gps/**");
+  }
+  h.unix_socket = r.str("HTTP_UNIX_SOCKET", "");
+  h.ca_file = r.readable_file("HTTP_CA_FILE");
+  h.tls_insecure = r.boolean("HTTP_TLS_INSECURE", false);
+
+  c.workers = static_cast<int>(r.integer("WORKERS", 4, 1, 1024));
+  c.queue_max = static_cast<std::size_t>(r.integer("QUEUE_MAX", 1024, 0, 1000000));
+  c.shutdown_grace = std::chrono::milliseconds(r.integer("SHUTDOWN_GRACE_MS", 10000, 0, 3600000));
+  c.log_level = lower(r.str("LOG_LEVEL", "info"));
+  static const char* kLevels[] = {"trace",   "debug", "info",     "warn",
+                                  "warning", "error", "critical", "off"};
+  if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels))
+    fail("LOG_LEVEL", r.str("LOG_LEVEL", ""),
+         "expected trace, debug, info, warn, error, critical or off");
+  if (c.log_level == "warning") c.log_level = "warn";
+  return c;
+}
+
+std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
+  const auto secret = [](const std::optional<std::string>& v) -> std::string {
+    return v ? "***" : "";
+  };
+  const auto join = [](const std::vector<std::string>& v) {
+    std::string out;
+    for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+    return out;
+  };
+  const auto flag = [](bool b) { return std::string(b ? "1" : "0"); };
+  const char* tls_mode = c.mqtt.tls_mode == TlsMode::kAuto ? "auto"
+                         : c.mqtt.tls_mode == TlsMode::kOn ? "on"
+                                                           : "off";
+  std::vector<std::pair<std::string, std::string>> out = {
+      {"MQTT_HOST", c.mqtt.host},
+      {"MQTT_PORT", std::to_string(c.mqtt.port)},
+      {"MQTT_TLS", std::string(tls_mode) + " (" + (c.mqtt.tls ? "on" : "off") + ")"},
+      {"MQTT_SERVER_URI", c.mqtt.server_uri},
+      {"MQTT_CA_FILE", c.mqtt.ca_file.empty() ? "(system CAs)" : c.mqtt.ca_file},
+      {"MQTT_CERT_FILE", c.mqtt.cert_file},
+      {"MQTT_KEY_FILE", c.mqtt.key_file},
+      {"MQTT_TLS_INSECURE", flag(c.mqtt.tls_insecure)},
+      {"MQTT_USER", c.mqtt.user.value_or("")},
+      {c.mqtt.password_file.empty() ? "MQTT_PASS" : "MQTT_PASS_FILE",
+       c.mqtt.password_file.empty() ? secret(c.mqtt.password) : c.mqtt.password_file},
+      {"MQTT_CLIENT_ID", c.mqtt.client_id},
+      {"MQTT_CLEAN_SESSION", flag(c.mqtt.clean_session)},
+      {"MQTT_KEEPALIVE_S", std::to_string(c.mqtt.keepalive_s)},
+      {"MQTT_RESPONSE_QOS", std::to_string(c.mqtt.response_qos)},
+      {"MQTT_MAX_PAYLOAD_BYTES", std::to_string(c.mqtt.max_payload_bytes)},
+      {"MQTT_TOPIC_START", c.topics.start},
+      {"MQTT_TOPIC_ID", c.topics.id},
+      {"HTTP_BASE_URL", c.http.base_url},
+      {"HTTP_USER", c.http.user.value_or("")},
+      {c.http.password_file.empty() ? "HTTP_PASS" : "HTTP_PASS_FILE",
+       c.http.password_file.empty() ? secret(c.http.password) : c.http.password_file},
+      {"HTTP_TIMEOUT_MS", std::to_string(c.http.timeout.count())},
+      {"HTTP_CONNECT_TIMEOUT_MS", std::to_string(c.http.connect_timeout.count())},
+      {"HTTP_MAX_BODY_BYTES", std::to_string(c.http.max_body_bytes)},
+      {"HTTP_MAX_RESPONSE_BYTES", std::to_string(c.http.max_response_bytes)},
+      {"HTTP_ALLOWED_METHODS", join(c.http.allowed_methods)},
+      {"HTTP_ALLOWED_PATHS", c.http.allowed_paths.empty() ? "(all)" : join(c.http.allowed_paths)},
+      {"HTTP_UNIX_SOCKET", c.http.unix_socket},
+      {"HTTP_CA_FILE", c.http.ca_file.empty() ? "(system CAs)" : c.http.ca_file},
+      {"HTTP_TLS_INSECURE", flag(c.http.tls_insecure)},
+      {"WORKERS", std::to_string(c.workers)},
+      {"QUEUE_MAX", std::to_string(c.queue_max)},
+      {"SHUTDOWN_GRACE_MS", std::to_string(c.shutdown_grace.count())},
+      {"LOG_LEVEL", c.log_level},
+  };
+  return out;
+}
+
+}  // namespace hom

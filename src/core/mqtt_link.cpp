@@ -1,0 +1,174 @@
+#include "hom/mqtt_link.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+
+#include <mqtt/async_client.h>
+
+#include "hom/topic.hpp"
+
+namespace hom {
+
+namespace {
+constexpr auto kMinBackoff = std::chrono::seconds(1);
+constexpr auto kMaxBackoff = std::chrono::seconds(60);
+constexpr auto kConnectTimeout = std::chrono::seconds(10);
+// Replies produced while the broker is away wait in Paho's buffer up to this many.
+constexpr int kMaxBuffered = 100000;
+// Paho refuses to publish past its in-flight window; replies must never be refused for that.
+constexpr int kMaxInflight = 65535;
+}  // namespace
+
+struct MqttLink::Impl : public virtual mqtt::callback {
+  Impl(const Config& c, MessageHandler handler)
+      : config(c),
+        filter(Topics(c.topics.start, c.topics.id).request_filter()),
+        on_message(std::move(handler)) {
+    mqtt::create_options create(MQTTVERSION_3_1_1, kMaxBuffered);
+    // Replies produced while disconnected are kept and sent after the reconnect.
+    create.set_send_while_disconnected(true, true);
+    client = std::make_unique<mqtt::async_client>(config.mqtt.server_uri, config.mqtt.client_id,
+                                                  create, nullptr);
+    client->set_callback(*this);
+
+    auto builder = mqtt::connect_options_builder()
+                       .mqtt_version(MQTTVERSION_3_1_1)
+                       .clean_session(config.mqtt.clean_session)
+                       .keep_alive_interval(std::chrono::seconds(config.mqtt.keepalive_s))
+                       .connect_timeout(kConnectTimeout)
+                       .max_inflight(kMaxInflight)
+                       .automatic_reconnect(false);
+    if (config.mqtt.user) builder.user_name(*config.mqtt.user);
+    if (config.mqtt.password) builder.password(*config.mqtt.password);
+    if (config.mqtt.tls) {
+      auto ssl =
+          mqtt::ssl_options_builder()
+              .enable_server_cert_auth(!config.mqtt.tls_insecure)
+              .verify(!config.mqtt.tls_insecure)
+              .error_handler([](const std::string& msg) { spdlog::warn("MQTT TLS: {}", msg); })
+              .finalize();
+      if (!config.mqtt.ca_file.empty()) ssl.set_trust_store(config.mqtt.ca_file);
+      if (!config.mqtt.cert_file.empty()) ssl.set_key_store(config.mqtt.cert_file);
+      if (!config.mqtt.key_file.empty()) ssl.set_private_key(config.mqtt.key_file);
+      builder.ssl(std::move(ssl));
+    }
+    connect_options = builder.finalize();
+  }
+
+  void connection_lost(const std::string& cause) override {
+    spdlog::warn("connection to the broker lost{}{}", cause.empty() ? "" : ": ", cause);
+    std::lock_guard<std::mutex> lock(mu);
+    lost = true;
+    cv.notify_all();
+  }
+
+  void message_arrived(mqtt::const_message_ptr msg) override {
+    on_message(InboundMessage{msg->get_topic(), msg->get_payload_str(), msg->is_retained()});
+  }
+
+  // Waits until `pred` or `stop` or the deadline; returns true when woken by pred/stop.
+  template <class Pred>
+  void wait(const std::atomic<bool>& stop, std::chrono::milliseconds timeout, Pred pred) {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, timeout, [&] { return stop.load() || woken || pred(); });
+    woken = false;
+  }
+
+  void connect_and_subscribe() {
+    client->connect(connect_options)->wait();
+    auto tok = client->subscribe(filter, 2);
+    tok->wait();
+    const mqtt::subscribe_response response = tok->get_subscribe_response();
+    const std::vector<mqtt::ReasonCode> codes = response.get_reason_codes();
+    if (!codes.empty() && codes.front() >= 0x80) {
+      throw std::runtime_error("the broker refused the subscription to " + filter +
+                               " (check its ACL)");
+    }
+  }
+
+  const Config config;
+  const std::string filter;
+  MessageHandler on_message;
+  std::unique_ptr<mqtt::async_client> client;
+  mqtt::connect_options connect_options;
+
+  std::mutex mu;
+  std::condition_variable cv;
+  bool lost = false;   // guarded by mu
+  bool woken = false;  // guarded by mu
+};
+
+MqttLink::MqttLink(const Config& config, MessageHandler on_message)
+    : impl_(std::make_unique<Impl>(config, std::move(on_message))) {}
+
+MqttLink::~MqttLink() {
+  try {
+    if (impl_->client->is_connected())
+      impl_->client->disconnect()->wait_for(std::chrono::seconds(1));
+  } catch (const std::exception&) {
+  }
+}
+
+void MqttLink::run(const std::atomic<bool>& stop) {
+  Impl& s = *impl_;
+  std::mt19937 rng(std::random_device{}());
+  std::chrono::milliseconds backoff = kMinBackoff;
+  while (!stop) {
+    try {
+      {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.lost = false;
+      }
+      s.connect_and_subscribe();
+      spdlog::info("connected to {} as {}; subscribed to {}", s.config.mqtt.server_uri,
+                   s.config.mqtt.client_id, s.filter);
+      backoff = kMinBackoff;
+      s.wait(stop, std::chrono::hours(24 * 365), [&] { return s.lost; });
+      continue;  // lost: reconnect at once, back off only if that fails
+    } catch (const std::exception& e) {
+      if (stop) break;
+      // Equal jitter: between half and all of the back-off, so a fleet does not reconnect
+      // in lockstep after a broker restart.
+      std::uniform_int_distribution<long> dist(backoff.count() / 2, backoff.count());
+      const std::chrono::milliseconds delay(dist(rng));
+      spdlog::warn("connect to {} failed: {}; retrying in {:.1f} s", s.config.mqtt.server_uri,
+                   e.what(), delay.count() / 1000.0);
+      try {
+        if (s.client->is_connected()) s.client->disconnect()->wait_for(std::chrono::seconds(1));
+      } catch (const std::exception&) {
+      }
+      s.wait(stop, delay, [] { return false; });
+      backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+    }
+  }
+}
+
+void MqttLink::wake() {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->woken = true;
+  impl_->cv.notify_all();
+}
+
+void MqttLink::disconnect(std::chrono::milliseconds timeout) {
+  try {
+    if (impl_->client->is_connected()) impl_->client->disconnect(timeout)->wait_for(timeout);
+  } catch (const std::exception& e) {
+    spdlog::warn("disconnect: {}", e.what());
+  }
+}
+
+void MqttLink::publish(const std::string& topic, std::string payload, int qos) {
+  try {
+    impl_->client->publish(mqtt::make_message(topic, std::move(payload), qos, false));
+  } catch (const std::exception& e) {
+    spdlog::error("could not publish the reply on {}: {}", topic, e.what());
+  }
+}
+
+bool MqttLink::connected() const { return impl_->client->is_connected(); }
+
+}  // namespace hom

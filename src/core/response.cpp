@@ -1,0 +1,136 @@
+#include "hom/response.hpp"
+
+#include <cctype>
+
+#include "hom/base64.hpp"
+
+namespace hom {
+
+using nlohmann::json;
+
+namespace {
+// Deeper JSON bodies are returned as text instead of parsed (mirrors the request limit).
+constexpr int kMaxContentDepth = 100;
+
+json encode_content(const std::string& body, bool& is_base64) {
+  is_base64 = false;
+  if (body.empty()) return "";
+  if (json_depth(body, kMaxContentDepth) <= kMaxContentDepth) {
+    json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (!parsed.is_discarded()) return parsed;
+  }
+  if (is_valid_utf8(body)) return body;
+  is_base64 = true;
+  return base64_encode(body);
+}
+
+json encode_headers(const HeaderList& headers) {
+  json out = json::object();
+  for (const auto& [name, value] : headers) {
+    if (name == "set-cookie") {
+      json& cookies = out[name];
+      if (cookies.is_null()) cookies = json::array();
+      cookies.push_back(value);
+    } else if (auto it = out.find(name); it != out.end()) {
+      *it = it->get<std::string>() + ", " + value;
+    } else {
+      out[name] = value;
+    }
+  }
+  return out;
+}
+}  // namespace
+
+Response bridge_error(int status, std::string error, json req_id) {
+  Response r;
+  r.status = status;
+  r.error = std::move(error);
+  r.req_id = std::move(req_id);
+  return r;
+}
+
+std::string to_json(const Response& response) {
+  json doc = json::object();
+  bool is_base64 = false;
+  doc["content"] = response.body ? encode_content(*response.body, is_base64) : json(nullptr);
+  doc["status"] = response.status;
+  doc["req_id"] = response.req_id;
+  if (is_base64) doc["content_encoding"] = "base64";
+  if (response.include_headers && response.body) doc["headers"] = encode_headers(response.headers);
+  if (!response.error.empty()) doc["error"] = response.error;
+  // replace: a req_id is valid JSON already; this only guards the impossible.
+  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+bool is_valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  const std::size_t n = s.size();
+  while (i < n) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    int len = 0;
+    unsigned min = 0;
+    unsigned cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, min = 0x80, cp = c & 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, min = 0x800, cp = c & 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, min = 0x10000, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + len > n) return false;
+    for (int k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
+    i += len;
+  }
+  return true;
+}
+
+int json_depth(std::string_view text, int limit) {
+  int depth = 0;
+  int max_depth = 0;
+  bool in_string = false;
+  bool escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"':
+        in_string = true;
+        break;
+      case '{':
+      case '[':
+        if (++depth > max_depth) {
+          max_depth = depth;
+          if (max_depth > limit) return limit + 1;
+        }
+        break;
+      case '}':
+      case ']':
+        if (depth > 0) --depth;
+        break;
+      default:
+        break;
+    }
+  }
+  return max_depth;
+}
+
+}  // namespace hom

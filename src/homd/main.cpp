@@ -1,0 +1,120 @@
+// homd: serves a device's local HTTP API to requests arriving over MQTT.
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <thread>
+
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include "hom/bridge.hpp"
+#include "hom/config.hpp"
+#include "hom/http_client.hpp"
+#include "hom/mqtt_link.hpp"
+
+namespace {
+
+constexpr const char* kUsage = R"(Usage: homd [--check-config | --help | --version]
+
+Serves the local HTTP API at HTTP_BASE_URL to requests published on
+{MQTT_TOPIC_START}/req/{MQTT_TOPIC_ID}/{verb}/{path} and answers on the mirrored
+{MQTT_TOPIC_START}/res/{MQTT_TOPIC_ID}/... topic. Configured by environment variables
+(MQTT_HOST, MQTT_PORT, MQTT_USER, MQTT_PASS, MQTT_TOPIC_ID, MQTT_TOPIC_START,
+HTTP_BASE_URL, HTTP_USER, HTTP_PASS, MQTT_TLS, MQTT_CA_FILE, WORKERS, LOG_LEVEL, ...);
+see the README for all of them.
+
+  --check-config  validate the configuration, print it (secrets as ***) and exit
+  --help          show this help
+  --version       show the version
+)";
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt("homd");
+  // journald stamps each line itself; elsewhere a timestamp helps.
+  logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "%l: %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+// SIGTERM and SIGINT are blocked in every thread and taken here, so no handler runs
+// in the middle of Paho or curl; this thread only sets the flag and wakes the main loop.
+std::thread start_signal_thread(const sigset_t& signals, std::atomic<bool>& stop,
+                                hom::MqttLink& link) {
+  return std::thread([&signals, &stop, &link] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    spdlog::info("received {}; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    stop = true;
+    link.wake();
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << "homd " << HOM_VERSION << "\n";
+      return 0;
+    }
+    if (arg == "--check-config") {
+      check_only = true;
+      continue;
+    }
+    std::cerr << "homd: unknown argument '" << arg << "'; see homd --help\n";
+    return 2;
+  }
+
+  hom::Config config;
+  try {
+    config = hom::load_config(hom::process_env());
+  } catch (const hom::ConfigError& e) {
+    std::cerr << "homd: " << e.what() << "\n";
+    return 2;
+  }
+  if (check_only) {
+    for (const auto& [name, value] : hom::describe(config))
+      std::cout << name << "=" << value << "\n";
+    return 0;
+  }
+
+  setup_logging(config.log_level);
+  std::signal(SIGPIPE, SIG_IGN);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
+  hom::http_global_init();
+
+  std::atomic<hom::Bridge*> bridge{nullptr};
+  hom::MqttLink link(config, [&bridge](hom::InboundMessage&& message) {
+    if (auto* b = bridge.load()) b->on_message(std::move(message));
+  });
+  hom::Bridge core(config, link);
+  bridge = &core;
+  if (config.mqtt.tls && config.mqtt.tls_insecure)
+    spdlog::warn("MQTT_TLS_INSECURE is set: the broker's certificate is NOT verified");
+  spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION, config.http.base_url,
+               config.mqtt.server_uri, config.workers, config.queue_max);
+
+  std::atomic<bool> stop{false};
+  std::thread signal_thread = start_signal_thread(signals, stop, link);
+  link.run(stop);
+
+  // Graceful stop: no UNSUBSCRIBE, so the broker keeps the session for the next start.
+  core.stop(config.shutdown_grace);
+  const auto stats = core.stats();
+  spdlog::info("stopped after {} requests ({} bridge errors)", stats.received, stats.bridge_errors);
+  link.disconnect(std::chrono::seconds(2));
+  signal_thread.join();
+  return 0;
+}
