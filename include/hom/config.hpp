@@ -80,6 +80,10 @@ struct Config {
 // Reads and validates every variable; throws ConfigError on the first invalid one.
 Config load_config(const Env& env);
 
+// The parts a requester (hom) shares with homd: MQTT_TOPIC_* and MQTT_* variables.
+TopicConfig load_topic_config(const Env& env);
+MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics);
+
 // The effective configuration as NAME=value lines (defaults included, secrets as ***),
 // for `homd --check-config`.
 std::vector<std::pair<std::string, std::string>> describe(const Config& config);

@@ -26,6 +26,12 @@ class Topics {
   std::string request_filter() const;
   // {start}/res/{id}/
   std::string response_prefix() const;
+  // {start}/status/{id}: the retained presence of the device
+  std::string status_topic() const;
+  // {start}/status/+: the presence of every device of the application
+  std::string status_filter() const;
+  // The device id of a status topic; nullopt when it is not one.
+  std::optional<std::string> status_device(std::string_view topic) const;
 
   // Splits a topic under {start}/req/{id}/; nullopt when it is not one.
   std::optional<RequestTopic> parse(std::string_view topic) const;

@@ -266,14 +266,17 @@ std::string trim_slashes(std::string_view part) {
   return std::string(part.substr(b, e - b + 1));
 }
 
-Config load_config(const Env& env) {
+TopicConfig load_topic_config(const Env& env) {
   const Reader r(env);
-  Config c;
+  TopicConfig t;
+  t.start = topic_part(r, "MQTT_TOPIC_START", "v1");
+  t.id = topic_part(r, "MQTT_TOPIC_ID", "itsme");
+  return t;
+}
 
-  c.topics.start = topic_part(r, "MQTT_TOPIC_START", "v1");
-  c.topics.id = topic_part(r, "MQTT_TOPIC_ID", "itsme");
-
-  MqttConfig& m = c.mqtt;
+MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics) {
+  const Reader r(env);
+  MqttConfig m;
   resolve_mqtt_endpoint(r, m);
   m.ca_file = r.readable_file("MQTT_CA_FILE");
   m.cert_file = r.readable_file("MQTT_CERT_FILE");
@@ -287,12 +290,20 @@ Config load_config(const Env& env) {
   m.tls_insecure = r.boolean("MQTT_TLS_INSECURE", false);
   m.user = r.get("MQTT_USER");
   m.password = r.secret("MQTT_PASS", m.password_file);
-  m.client_id = r.str("MQTT_CLIENT_ID", default_client_id(c.topics.id));
+  m.client_id = r.str("MQTT_CLIENT_ID", default_client_id(topics.id));
   m.clean_session = r.boolean("MQTT_CLEAN_SESSION", false);
   m.keepalive_s = static_cast<int>(r.integer("MQTT_KEEPALIVE_S", 30, 1, 65535));
   m.response_qos = static_cast<int>(r.integer("MQTT_RESPONSE_QOS", 2, 0, 2));
   m.max_payload_bytes = static_cast<std::size_t>(
       r.integer("MQTT_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024, 1, 256LL * 1024 * 1024));
+  return m;
+}
+
+Config load_config(const Env& env) {
+  const Reader r(env);
+  Config c;
+  c.topics = load_topic_config(env);
+  c.mqtt = load_mqtt_config(env, c.topics);
 
   HttpConfig& h = c.http;
   h.base_url = base_url(r);

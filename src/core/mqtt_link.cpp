@@ -9,9 +9,12 @@
 
 #include <mqtt/async_client.h>
 
+#include "hom/presence.hpp"
 #include "hom/topic.hpp"
 
 namespace hom {
+
+bool tcp_nodelay_linked();  // tcp_nodelay.cpp: TCP_NODELAY on the broker connection
 
 namespace {
 constexpr auto kMinBackoff = std::chrono::seconds(1);
@@ -27,7 +30,9 @@ struct MqttLink::Impl : public virtual mqtt::callback {
   Impl(const Config& c, MessageHandler handler)
       : config(c),
         filter(Topics(c.topics.start, c.topics.id).request_filter()),
+        status_topic(Topics(c.topics.start, c.topics.id).status_topic()),
         on_message(std::move(handler)) {
+    (void)tcp_nodelay_linked();
     mqtt::create_options create(MQTTVERSION_3_1_1, kMaxBuffered);
     // Replies produced while disconnected are kept and sent after the reconnect.
     create.set_send_while_disconnected(true, true);
@@ -41,7 +46,8 @@ struct MqttLink::Impl : public virtual mqtt::callback {
                        .keep_alive_interval(std::chrono::seconds(config.mqtt.keepalive_s))
                        .connect_timeout(kConnectTimeout)
                        .max_inflight(kMaxInflight)
-                       .automatic_reconnect(false);
+                       .automatic_reconnect(false)
+                       .will(mqtt::message(status_topic, offline_document(), 1, true));
     if (config.mqtt.user) builder.user_name(*config.mqtt.user);
     if (config.mqtt.password) builder.password(*config.mqtt.password);
     if (config.mqtt.tls) {
@@ -67,7 +73,12 @@ struct MqttLink::Impl : public virtual mqtt::callback {
   }
 
   void message_arrived(mqtt::const_message_ptr msg) override {
-    on_message(InboundMessage{msg->get_topic(), msg->get_payload_str(), msg->is_retained()});
+    try {
+      on_message(InboundMessage{msg->get_topic(), msg->get_payload_str(), msg->is_retained()});
+    } catch (const std::exception& e) {
+      // Never let an exception unwind into Paho's thread.
+      spdlog::error("dropping a message on {}: {}", msg->get_topic(), e.what());
+    }
   }
 
   // Waits until `pred` or `stop` or the deadline; returns true when woken by pred/stop.
@@ -88,10 +99,16 @@ struct MqttLink::Impl : public virtual mqtt::callback {
       throw std::runtime_error("the broker refused the subscription to " + filter +
                                " (check its ACL)");
     }
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    client->publish(mqtt::make_message(
+        status_topic,
+        online_document(HOM_VERSION, std::chrono::duration_cast<std::chrono::seconds>(now).count()),
+        1, true));
   }
 
   const Config config;
   const std::string filter;
+  const std::string status_topic;
   MessageHandler on_message;
   std::unique_ptr<mqtt::async_client> client;
   mqtt::connect_options connect_options;
@@ -155,7 +172,11 @@ void MqttLink::wake() {
 
 void MqttLink::disconnect(std::chrono::milliseconds timeout) {
   try {
-    if (impl_->client->is_connected()) impl_->client->disconnect(timeout)->wait_for(timeout);
+    if (!impl_->client->is_connected()) return;
+    // A clean shutdown does not send the Last Will: say offline ourselves.
+    impl_->client->publish(mqtt::make_message(impl_->status_topic, offline_document(), 1, true))
+        ->wait_for(timeout);
+    impl_->client->disconnect(timeout)->wait_for(timeout);
   } catch (const std::exception& e) {
     spdlog::warn("disconnect: {}", e.what());
   }

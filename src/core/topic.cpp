@@ -12,6 +12,18 @@ std::string Topics::request_filter() const { return req_prefix_ + "+/#"; }
 
 std::string Topics::response_prefix() const { return res_prefix_; }
 
+std::string Topics::status_topic() const { return start_ + "/status/" + id_; }
+
+std::string Topics::status_filter() const { return start_ + "/status/+"; }
+
+std::optional<std::string> Topics::status_device(std::string_view topic) const {
+  const std::string prefix = start_ + "/status/";
+  if (topic.size() <= prefix.size() || topic.compare(0, prefix.size(), prefix) != 0 ||
+      topic.find('/', prefix.size()) != std::string_view::npos)
+    return std::nullopt;
+  return std::string(topic.substr(prefix.size()));
+}
+
 std::optional<RequestTopic> Topics::parse(std::string_view topic) const {
   if (topic.size() <= req_prefix_.size() || topic.compare(0, req_prefix_.size(), req_prefix_) != 0)
     return std::nullopt;

@@ -1,0 +1,28 @@
+#include "hom/presence.hpp"
+
+#include <nlohmann/json.hpp>
+
+namespace hom {
+
+using nlohmann::json;
+
+std::string online_document(std::string_view version, std::int64_t since) {
+  return json{{"online", true}, {"version", version}, {"since", since}}.dump();
+}
+
+std::string offline_document() { return json{{"online", false}}.dump(); }
+
+std::optional<Presence> parse_presence(std::string_view payload) {
+  const json doc = json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (!doc.is_object()) return std::nullopt;
+  const auto online = doc.find("online");
+  if (online == doc.end() || !online->is_boolean()) return std::nullopt;
+  Presence p;
+  p.online = online->get<bool>();
+  if (const auto v = doc.find("version"); v != doc.end() && v->is_string()) p.version = *v;
+  if (const auto s = doc.find("since"); s != doc.end() && s->is_number_integer())
+    p.since = s->get<std::int64_t>();
+  return p;
+}
+
+}  // namespace hom
