@@ -1,4 +1,5 @@
 // hom: "curl over MQTT" — calls a device's local HTTP API through homd.
+#include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -188,8 +189,11 @@ int main(int argc, char** argv) {
         .count();
   };
   try {
-    hom::Requester requester(mqtt, topics.start,
-                             std::min(*timeout, std::chrono::milliseconds(10000)));
+    // Paho counts its connect timeout in whole seconds.
+    const auto connect_timeout = std::chrono::duration_cast<std::chrono::seconds>(
+        std::clamp(*timeout + std::chrono::milliseconds(999), std::chrono::milliseconds(1000),
+                   std::chrono::milliseconds(10000)));
+    hom::Requester requester(mqtt, topics.start, connect_timeout);
     if (verbose) {
       std::cerr << "* connected to " << mqtt.server_uri << " (" << elapsed_ms() << " ms)\n";
       requester.set_trace([&](const std::string& line) {
