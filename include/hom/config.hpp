@@ -25,6 +25,7 @@ using Env = std::function<std::optional<std::string>(const std::string& name)>;
 Env process_env();
 
 enum class TlsMode { kAuto, kOn, kOff };
+enum class MqttVersion { kAuto, kV5, kV311 };  // auto: 5, falling back to 3.1.1
 
 struct MqttConfig {
   std::string server_uri;  // for Paho: tcp://, ssl://, ws://, wss:// host:port[/path]
@@ -41,6 +42,7 @@ struct MqttConfig {
   std::string password_file;  // where the password came from, for --check-config
   std::string client_id;
   bool clean_session = false;
+  MqttVersion version = MqttVersion::kAuto;
   int keepalive_s = 30;
   int response_qos = 2;
   std::size_t max_payload_bytes = 2 * 1024 * 1024;

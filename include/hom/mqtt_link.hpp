@@ -2,11 +2,15 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "hom/config.hpp"
+#include "hom/request.hpp"
 
 namespace hom {
 
@@ -14,13 +18,22 @@ struct InboundMessage {
   std::string topic;
   std::string payload;
   bool retained = false;
+  MessageProperties properties;  // MQTT 5 only
+};
+
+struct OutboundMessage {
+  std::string topic;
+  std::string payload;
+  int qos = 2;
+  std::optional<std::string> correlation_data;  // MQTT 5 only
+  std::optional<std::uint32_t> expiry_s;        // MQTT 5 only
 };
 
 // Where replies go. Implementations are thread-safe and never block the caller for long.
 class Publisher {
  public:
   virtual ~Publisher() = default;
-  virtual void publish(const std::string& topic, std::string payload, int qos) = 0;
+  virtual void publish(OutboundMessage message) = 0;
 };
 
 // Paho async client wrapper. publish() is safe from any thread, including while the broker
@@ -37,15 +50,20 @@ class MqttLink : public Publisher {
 
   // Connects, subscribes to the request filter on every connect and reconnects with
   // exponential back-off (1 s doubling to 60 s, with jitter) until `stop` becomes true.
-  // Never returns because the broker is away. Call wake() after setting `stop`.
-  void run(const std::atomic<bool>& stop);
+  // Never returns because the broker is away. Call wake() after setting `stop`. `tick`,
+  // when given, runs on this thread at least every kTick (status and watchdog).
+  static constexpr std::chrono::milliseconds kTick{1000};
+  void run(const std::atomic<bool>& stop, const std::function<void()>& tick = {});
   void wake();
 
   // Flushes what is in flight (up to `timeout`) and disconnects.
   void disconnect(std::chrono::milliseconds timeout);
 
-  void publish(const std::string& topic, std::string payload, int qos) override;
+  // MQTT 5 replies carry Content Type application/json and the given properties.
+  void publish(OutboundMessage message) override;
   bool connected() const;
+  // True once connected with MQTT 5 (after an `auto` fallback: false).
+  bool mqtt5() const;
 
  private:
   struct Impl;

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,6 +16,13 @@
 #include "hom/topic.hpp"
 
 namespace hom {
+
+// MQTT 5 properties of a request message.
+struct MessageProperties {
+  std::optional<std::string> response_topic;
+  std::optional<std::string> correlation_data;
+  std::optional<std::uint32_t> expiry_s;  // Message Expiry Interval as received (time left)
+};
 
 // What parse_request() needs from the configuration.
 struct RequestPolicy {
@@ -31,11 +39,13 @@ struct RequestPolicy {
 };
 
 struct Request {
-  std::string response_topic;  // where the reply goes
-  std::string verb;            // upper-case when valid
-  std::string path;            // as it arrived in the topic, for logs
-  std::string url;             // full URL under the base
-  HeaderList headers;          // to send, in payload order, names as given
+  std::string response_topic;  // where the reply goes (the mirrored or MQTT 5 Response Topic)
+  std::optional<std::string> correlation_data;  // MQTT 5: echoed on the reply
+  std::optional<std::uint32_t> expiry_s;        // MQTT 5: a deadline from `received`
+  std::string verb;                             // upper-case when valid
+  std::string path;                             // as it arrived in the topic, for logs
+  std::string url;                              // full URL under the base
+  HeaderList headers;                           // to send, in payload order, names as given
   std::optional<std::string> body;
   nlohmann::json req_id;  // echoed verbatim; null when absent
   std::chrono::milliseconds timeout{0};
@@ -46,8 +56,11 @@ struct Request {
 };
 
 // Parses one message. nullopt when the topic is not a request topic of this device.
+// An MQTT 5 Response Topic is honoured only under {start}/res/{id}/ (else: 400 on the
+// mirrored topic).
 std::optional<Request> parse_request(const RequestPolicy& policy, std::string_view topic,
-                                     std::string_view payload);
+                                     std::string_view payload,
+                                     const MessageProperties& properties = {});
 
 // True when `name` is an RFC 9110 token (tchar+).
 bool is_token(std::string_view name);

@@ -28,7 +28,7 @@ class Topics {
   std::string response_prefix() const;
   // {start}/status/{id}: the retained presence of the device
   std::string status_topic() const;
-  // {start}/status/+: the presence of every device of the application
+  // {start}/status/#: the presence of every device of the application (ids may hold '/')
   std::string status_filter() const;
   // The device id of a status topic; nullopt when it is not one.
   std::optional<std::string> status_device(std::string_view topic) const;

@@ -8,6 +8,8 @@ namespace hom {
 
 namespace {
 
+using Clock = std::chrono::steady_clock;
+
 // Network-controlled text made safe for one log line: control bytes escaped, length capped.
 std::string printable(std::string_view s) {
   constexpr std::size_t kMax = 200;
@@ -27,6 +29,16 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+std::optional<Clock::time_point> deadline_of(const Request& r) {
+  if (!r.expiry_s) return std::nullopt;
+  return r.received + std::chrono::seconds(*r.expiry_s);
+}
+
+std::optional<std::string> cache_key(const Request& r) {
+  if (!r.correlation_data) return std::nullopt;
+  return r.response_topic + '\0' + *r.correlation_data;
+}
+
 }  // namespace
 
 Bridge::Bridge(const Config& config, Publisher& publisher)
@@ -38,13 +50,13 @@ Bridge::Bridge(const Config& config, Publisher& publisher)
 Bridge::~Bridge() { stop(std::chrono::milliseconds(0)); }
 
 void Bridge::on_message(InboundMessage&& message) {
-  const auto now = std::chrono::steady_clock::now();
+  const auto now = Clock::now();
   if (message.retained) {
     spdlog::warn("ignoring a retained request on {}: retained requests are never executed",
                  printable(message.topic));
     return;
   }
-  auto request = parse_request(policy_, message.topic, message.payload);
+  auto request = parse_request(policy_, message.topic, message.payload, message.properties);
   if (!request) {
     spdlog::warn("ignoring a message on {}: not a request topic of this device",
                  printable(message.topic));
@@ -57,6 +69,7 @@ void Bridge::on_message(InboundMessage&& message) {
     reply(*request, std::move(rejection));
     return;
   }
+  if (answer_duplicate(*request)) return;
   const char* refusal = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -76,6 +89,66 @@ void Bridge::on_message(InboundMessage&& message) {
   }
 }
 
+bool Bridge::answer_duplicate(Request& request) {
+  const auto key = cache_key(request);
+  if (!key) return false;
+  std::string cached;
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    const auto now = Clock::now();
+    while (!cache_order_.empty() && (now - cache_order_.front().first > kReplyCacheTtl ||
+                                     cache_order_.size() > kReplyCacheMax)) {
+      const auto it = cache_.find(cache_order_.front().second);
+      // Keep an entry whose first request is still running: its duplicates wait on it.
+      if (it != cache_.end() && it->second.created == cache_order_.front().first && it->second.done)
+        cache_.erase(it);
+      cache_order_.pop_front();
+    }
+    auto [it, inserted] = cache_.try_emplace(*key);
+    if (inserted || (it->second.done && now - it->second.created > kReplyCacheTtl)) {
+      it->second = CacheEntry{request.received, false, {}, {}};
+      cache_order_.emplace_back(request.received, *key);
+      return false;  // the first: execute it
+    }
+    if (!it->second.done) {
+      spdlog::info("{} {}: duplicate of a running request, answered when it completes",
+                   printable(request.verb), printable(request.path));
+      it->second.duplicates.push_back(std::move(request));
+      return true;
+    }
+    cached = it->second.reply;
+  }
+  spdlog::info("{} {}: duplicate answered from the reply cache", printable(request.verb),
+               printable(request.path));
+  ++answered_;
+  publish(request, std::move(cached));
+  return true;
+}
+
+void Bridge::complete_duplicates(const Request& request, const std::string& document,
+                                 bool executed) {
+  const auto key = cache_key(request);
+  if (!key) return;
+  std::vector<Request> waiting;
+  {
+    std::lock_guard<std::mutex> lock(cache_mu_);
+    const auto it = cache_.find(*key);
+    // Only the request that opened the entry completes it.
+    if (it == cache_.end() || it->second.done || it->second.created != request.received) return;
+    waiting.swap(it->second.duplicates);
+    if (executed) {
+      it->second.done = true;
+      it->second.reply = document;
+    } else {
+      cache_.erase(it);  // not executed (503): a retry must run it
+    }
+  }
+  for (const auto& duplicate : waiting) {
+    ++answered_;
+    publish(duplicate, document);
+  }
+}
+
 void Bridge::worker_main() {
   HttpClient http(config_.http, &abort_);
   std::unique_lock<std::mutex> lock(mu_);
@@ -84,6 +157,7 @@ void Bridge::worker_main() {
     if (queue_.empty()) return;  // stopping and nothing left
     Request request = std::move(queue_.front());
     queue_.pop_front();
+    progress_ = Clock::now();
     if (abort_) {
       lock.unlock();
       reply(request, bridge_error(503, "shutting down", request.req_id));
@@ -92,18 +166,27 @@ void Bridge::worker_main() {
     }
     ++busy_;
     lock.unlock();
-    Response response = http.perform(request);
-    reply(request, std::move(response));
+    const auto deadline = deadline_of(request);
+    const auto now = Clock::now();
+    if (deadline && now >= *deadline) {
+      reply(request, bridge_error(504, "expired before execution", request.req_id));
+    } else {
+      if (deadline) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
+        request.timeout = std::max(std::chrono::milliseconds(1), std::min(request.timeout, left));
+      }
+      reply(request, http.perform(request));
+    }
     lock.lock();
     --busy_;
+    progress_ = Clock::now();
     if (queue_.empty() && busy_ == 0) idle_cv_.notify_all();
   }
 }
 
 void Bridge::reply(const Request& request, Response response) {
   const double ms =
-      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - request.received)
-          .count();
+      std::chrono::duration<double, std::milli>(Clock::now() - request.received).count();
   if (response.error.empty()) {
     spdlog::info("{} {} -> {} ({:.1f} ms)", printable(request.verb), printable(request.path),
                  response.status, ms);
@@ -112,8 +195,22 @@ void Bridge::reply(const Request& request, Response response) {
     spdlog::warn("{} {} -> {} ({:.1f} ms): {}", printable(request.verb), printable(request.path),
                  response.status, ms, printable(response.error));
   }
-  publisher_.publish(request.response_topic, to_json(response), config_.mqtt.response_qos);
+  const bool executed = !(response.status == 503 && !response.error.empty());
+  std::string document = to_json(response);
+  complete_duplicates(request, document, executed);
   ++answered_;
+  publish(request, std::move(document));
+}
+
+void Bridge::publish(const Request& request, std::string document) {
+  OutboundMessage out{request.response_topic, std::move(document), config_.mqtt.response_qos,
+                      request.correlation_data, std::nullopt};
+  if (const auto deadline = deadline_of(request)) {
+    // The reply lives as long as the request had left, at least one second.
+    const auto left = std::chrono::ceil<std::chrono::seconds>(*deadline - Clock::now()).count();
+    out.expiry_s = static_cast<std::uint32_t>(std::max<long long>(1, left));
+  }
+  publisher_.publish(std::move(out));
 }
 
 void Bridge::stop(std::chrono::milliseconds grace) {
@@ -129,6 +226,22 @@ void Bridge::stop(std::chrono::milliseconds grace) {
   lock.unlock();
   for (auto& worker : workers_) worker.join();
   workers_.clear();
+  // Duplicates still parked behind a request that never completed get their 503 too.
+  std::vector<Request> orphans;
+  {
+    std::lock_guard<std::mutex> cache_lock(cache_mu_);
+    for (auto& [key, entry] : cache_)
+      for (auto& d : entry.duplicates) orphans.push_back(std::move(d));
+    cache_.clear();
+  }
+  for (const auto& o : orphans) reply(o, bridge_error(503, "shutting down", o.req_id));
+}
+
+bool Bridge::stalled() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (queue_.empty() && busy_ == 0) return false;
+  const auto limit = config_.http.timeout + config_.http.connect_timeout + std::chrono::seconds(30);
+  return Clock::now() - progress_ > limit;
 }
 
 BridgeStats Bridge::stats() const {

@@ -1,6 +1,8 @@
 #include "hom/config.hpp"
 
 #include <curl/curl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -55,6 +57,12 @@ std::vector<std::string> split_list(std::string_view s) {
   return out;
 }
 
+// A regular file this process can open (a directory opens fine but is not a file).
+bool is_readable_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && ::access(path.c_str(), R_OK) == 0;
+}
+
 // Reads variables and remembers the defaults it applied, for error messages.
 class Reader {
  public:
@@ -95,8 +103,7 @@ class Reader {
   std::string readable_file(const std::string& name) const {
     const auto v = get(name);
     if (!v) return {};
-    std::ifstream f(*v);
-    if (!f) fail(name, *v, "expected a readable file");
+    if (!is_readable_file(*v)) fail(name, *v, "expected a readable file");
     return *v;
   }
 
@@ -109,7 +116,7 @@ class Reader {
     if (direct) return direct;
     if (!file) return std::nullopt;
     std::ifstream f(*file, std::ios::binary);
-    if (!f) fail(name + "_FILE", *file, "expected a readable file");
+    if (!f || !is_readable_file(*file)) fail(name + "_FILE", *file, "expected a readable file");
     std::ostringstream ss;
     ss << f.rdbuf();
     std::string value = ss.str();
@@ -123,8 +130,9 @@ class Reader {
   const Env& env_;
 };
 
-std::string topic_part(const Reader& r, const std::string& name, const std::string& def) {
-  const std::string raw = r.str(name, def);
+std::string topic_part(const Env& env, const std::string& name, const std::string& def) {
+  // Unlike other variables, an empty topic part is an error, not the default.
+  const std::string raw = env(name).value_or(def);
   std::string part = trim_slashes(raw);
   if (part.empty() || part.find_first_of(std::string("+#\0", 3)) != std::string::npos)
     fail(name, raw, "expected a topic part that is not empty and holds no '+', '#' or NUL");
@@ -226,6 +234,10 @@ void resolve_mqtt_endpoint(const Reader& r, MqttConfig& m) {
       m.port = port;
     }
   } else {
+    // "host:port" is not a host name; more than one ':' is an IPv6 address.
+    if (std::count(raw.begin(), raw.end(), ':') == 1)
+      fail("MQTT_HOST", raw,
+           "expected a host name; give the port in MQTT_PORT or use mqtt://host:port");
     m.host = raw;
     m.port = static_cast<int>(r.integer("MQTT_PORT", 8883, 1, 65535));
     m.tls = m.tls_mode == TlsMode::kOn ||
@@ -267,10 +279,9 @@ std::string trim_slashes(std::string_view part) {
 }
 
 TopicConfig load_topic_config(const Env& env) {
-  const Reader r(env);
   TopicConfig t;
-  t.start = topic_part(r, "MQTT_TOPIC_START", "v1");
-  t.id = topic_part(r, "MQTT_TOPIC_ID", "itsme");
+  t.start = topic_part(env, "MQTT_TOPIC_START", "v1");
+  t.id = topic_part(env, "MQTT_TOPIC_ID", "itsme");
   return t;
 }
 
@@ -292,6 +303,16 @@ MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics) {
   m.password = r.secret("MQTT_PASS", m.password_file);
   m.client_id = r.str("MQTT_CLIENT_ID", default_client_id(topics.id));
   m.clean_session = r.boolean("MQTT_CLEAN_SESSION", false);
+  const std::string version = lower(r.str("MQTT_VERSION", "auto"));
+  if (version == "auto") {
+    m.version = MqttVersion::kAuto;
+  } else if (version == "5" || version == "5.0") {
+    m.version = MqttVersion::kV5;
+  } else if (version == "3.1.1" || version == "311") {
+    m.version = MqttVersion::kV311;
+  } else {
+    fail("MQTT_VERSION", r.str("MQTT_VERSION", ""), "expected 5, 3.1.1 or auto");
+  }
   m.keepalive_s = static_cast<int>(r.integer("MQTT_KEEPALIVE_S", 30, 1, 65535));
   m.response_qos = static_cast<int>(r.integer("MQTT_RESPONSE_QOS", 2, 0, 2));
   m.max_payload_bytes = static_cast<std::size_t>(
@@ -376,6 +397,9 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
        c.mqtt.password_file.empty() ? secret(c.mqtt.password) : c.mqtt.password_file},
       {"MQTT_CLIENT_ID", c.mqtt.client_id},
       {"MQTT_CLEAN_SESSION", flag(c.mqtt.clean_session)},
+      {"MQTT_VERSION", c.mqtt.version == MqttVersion::kAuto ? "auto"
+                       : c.mqtt.version == MqttVersion::kV5 ? "5"
+                                                            : "3.1.1"},
       {"MQTT_KEEPALIVE_S", std::to_string(c.mqtt.keepalive_s)},
       {"MQTT_RESPONSE_QOS", std::to_string(c.mqtt.response_qos)},
       {"MQTT_MAX_PAYLOAD_BYTES", std::to_string(c.mqtt.max_payload_bytes)},

@@ -24,6 +24,16 @@ constexpr auto kConnectTimeout = std::chrono::seconds(10);
 constexpr int kMaxBuffered = 100000;
 // Paho refuses to publish past its in-flight window; replies must never be refused for that.
 constexpr int kMaxInflight = 65535;
+// MQTT 5 session expiry with a persistent session: the broker keeps it (and the requests
+// sent meanwhile) until its own limit (Mosquitto: persistent_client_expiration).
+constexpr std::uint32_t kSessionExpiryNever = 0xFFFFFFFF;
+const std::string kContentType = "application/json";
+
+// The broker does not speak MQTT 5: CONNACK "unacceptable protocol version" (3.1.1 code 1)
+// or "unsupported protocol version" (MQTT 5 reason 0x84).
+bool is_version_refusal(const mqtt::exception& e) {
+  return e.get_return_code() == 1 || e.get_reason_code() == 0x84;
+}
 }  // namespace
 
 struct MqttLink::Impl : public virtual mqtt::callback {
@@ -33,7 +43,13 @@ struct MqttLink::Impl : public virtual mqtt::callback {
         status_topic(Topics(c.topics.start, c.topics.id).status_topic()),
         on_message(std::move(handler)) {
     (void)tcp_nodelay_linked();
-    mqtt::create_options create(MQTTVERSION_3_1_1, kMaxBuffered);
+    make_client(config.mqtt.version == MqttVersion::kV311 ? MQTTVERSION_3_1_1 : MQTTVERSION_5);
+  }
+
+  // Paho ties the protocol version to the client object: a fallback needs a new one.
+  void make_client(int version) {
+    mqtt_version = version;
+    mqtt::create_options create(version, kMaxBuffered);
     // Replies produced while disconnected are kept and sent after the reconnect.
     create.set_send_while_disconnected(true, true);
     client = std::make_unique<mqtt::async_client>(config.mqtt.server_uri, config.mqtt.client_id,
@@ -41,13 +57,17 @@ struct MqttLink::Impl : public virtual mqtt::callback {
     client->set_callback(*this);
 
     auto builder = mqtt::connect_options_builder()
-                       .mqtt_version(MQTTVERSION_3_1_1)
-                       .clean_session(config.mqtt.clean_session)
+                       .mqtt_version(version)
                        .keep_alive_interval(std::chrono::seconds(config.mqtt.keepalive_s))
                        .connect_timeout(kConnectTimeout)
                        .max_inflight(kMaxInflight)
                        .automatic_reconnect(false)
                        .will(mqtt::message(status_topic, offline_document(), 1, true));
+    if (version == MQTTVERSION_5) {
+      builder.clean_start(config.mqtt.clean_session);
+    } else {
+      builder.clean_session(config.mqtt.clean_session);
+    }
     if (config.mqtt.user) builder.user_name(*config.mqtt.user);
     if (config.mqtt.password) builder.password(*config.mqtt.password);
     if (config.mqtt.tls) {
@@ -63,6 +83,14 @@ struct MqttLink::Impl : public virtual mqtt::callback {
       builder.ssl(std::move(ssl));
     }
     connect_options = builder.finalize();
+    if (version == MQTTVERSION_5) {
+      // Set on the final object: Paho C++ 1.2 loses the properties' C pointers when
+      // connect_options built with properties is moved (MQTTAsync_connect then reads freed
+      // memory). Paho takes four-byte properties as int32_t; the bits go on the wire.
+      connect_options.set_properties(
+          {{mqtt::property::SESSION_EXPIRY_INTERVAL,
+            static_cast<std::int32_t>(config.mqtt.clean_session ? 0u : kSessionExpiryNever)}});
+    }
   }
 
   void connection_lost(const std::string& cause) override {
@@ -74,24 +102,51 @@ struct MqttLink::Impl : public virtual mqtt::callback {
 
   void message_arrived(mqtt::const_message_ptr msg) override {
     try {
-      on_message(InboundMessage{msg->get_topic(), msg->get_payload_str(), msg->is_retained()});
+      InboundMessage in{msg->get_topic(), msg->get_payload_str(), msg->is_retained(), {}};
+      const mqtt::properties& props = msg->get_properties();
+      if (props.contains(mqtt::property::RESPONSE_TOPIC))
+        in.properties.response_topic =
+            mqtt::get<std::string>(props, mqtt::property::RESPONSE_TOPIC);
+      if (props.contains(mqtt::property::CORRELATION_DATA))
+        in.properties.correlation_data =
+            mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA);
+      if (props.contains(mqtt::property::MESSAGE_EXPIRY_INTERVAL))
+        in.properties.expiry_s =
+            mqtt::get<std::uint32_t>(props, mqtt::property::MESSAGE_EXPIRY_INTERVAL);
+      on_message(std::move(in));
     } catch (const std::exception& e) {
       // Never let an exception unwind into Paho's thread.
       spdlog::error("dropping a message on {}: {}", msg->get_topic(), e.what());
     }
   }
 
-  // Waits until `pred` or `stop` or the deadline; returns true when woken by pred/stop.
-  template <class Pred>
-  void wait(const std::atomic<bool>& stop, std::chrono::milliseconds timeout, Pred pred) {
+  void wait(const std::atomic<bool>& stop, std::chrono::milliseconds timeout,
+            const std::function<bool()>& pred) {
     std::unique_lock<std::mutex> lock(mu);
     cv.wait_for(lock, timeout, [&] { return stop.load() || woken || pred(); });
     woken = false;
   }
 
   void connect_and_subscribe() {
-    client->connect(connect_options)->wait();
-    auto tok = client->subscribe(filter, 2);
+    try {
+      client->connect(connect_options)->wait();
+    } catch (const mqtt::exception& e) {
+      if (config.mqtt.version != MqttVersion::kAuto || mqtt_version != MQTTVERSION_5 ||
+          !is_version_refusal(e))
+        throw;
+      spdlog::warn("the broker refused MQTT 5 ({}); falling back to MQTT 3.1.1", e.what());
+      make_client(MQTTVERSION_3_1_1);
+      client->connect(connect_options)->wait();
+    }
+    mqtt::token_ptr tok;
+    if (mqtt_version == MQTTVERSION_5) {
+      // Retain Handling 2: a stored retained request is never even delivered.
+      tok = client->subscribe(
+          filter, 2,
+          mqtt::subscribe_options(false, false, mqtt::subscribe_options::DONT_SEND_RETAINED));
+    } else {
+      tok = client->subscribe(filter, 2);
+    }
     tok->wait();
     const mqtt::subscribe_response response = tok->get_subscribe_response();
     const std::vector<mqtt::ReasonCode> codes = response.get_reason_codes();
@@ -110,7 +165,10 @@ struct MqttLink::Impl : public virtual mqtt::callback {
   const std::string filter;
   const std::string status_topic;
   MessageHandler on_message;
+  // Replaced only by make_client() on the run() thread before any publish can race it:
+  // messages (and so replies) only flow once connected.
   std::unique_ptr<mqtt::async_client> client;
+  std::atomic<int> mqtt_version{MQTTVERSION_5};
   mqtt::connect_options connect_options;
 
   std::mutex mu;
@@ -130,10 +188,21 @@ MqttLink::~MqttLink() {
   }
 }
 
-void MqttLink::run(const std::atomic<bool>& stop) {
+void MqttLink::run(const std::atomic<bool>& stop, const std::function<void()>& tick) {
   Impl& s = *impl_;
   std::mt19937 rng(std::random_device{}());
   std::chrono::milliseconds backoff = kMinBackoff;
+  const auto wait_ticking = [&](std::chrono::milliseconds total,
+                                const std::function<bool()>& pred) {
+    const auto end = std::chrono::steady_clock::now() + total;
+    while (!stop && !pred()) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          end - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return;
+      s.wait(stop, std::min<std::chrono::milliseconds>(left, kTick), pred);
+      if (tick) tick();
+    }
+  };
   while (!stop) {
     try {
       {
@@ -141,10 +210,12 @@ void MqttLink::run(const std::atomic<bool>& stop) {
         s.lost = false;
       }
       s.connect_and_subscribe();
-      spdlog::info("connected to {} as {}; subscribed to {}", s.config.mqtt.server_uri,
-                   s.config.mqtt.client_id, s.filter);
+      spdlog::info("connected to {} as {} (MQTT {}); subscribed to {}", s.config.mqtt.server_uri,
+                   s.config.mqtt.client_id, s.mqtt_version == MQTTVERSION_5 ? "5" : "3.1.1",
+                   s.filter);
+      if (tick) tick();
       backoff = kMinBackoff;
-      s.wait(stop, std::chrono::hours(24 * 365), [&] { return s.lost; });
+      wait_ticking(std::chrono::hours(24 * 365 * 100), [&] { return s.lost; });
       continue;  // lost: reconnect at once, back off only if that fails
     } catch (const std::exception& e) {
       if (stop) break;
@@ -158,7 +229,8 @@ void MqttLink::run(const std::atomic<bool>& stop) {
         if (s.client->is_connected()) s.client->disconnect()->wait_for(std::chrono::seconds(1));
       } catch (const std::exception&) {
       }
-      s.wait(stop, delay, [] { return false; });
+      if (tick) tick();
+      wait_ticking(delay, [] { return false; });
       backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
     }
   }
@@ -182,14 +254,26 @@ void MqttLink::disconnect(std::chrono::milliseconds timeout) {
   }
 }
 
-void MqttLink::publish(const std::string& topic, std::string payload, int qos) {
+void MqttLink::publish(OutboundMessage message) {
   try {
-    impl_->client->publish(mqtt::make_message(topic, std::move(payload), qos, false));
+    auto msg = mqtt::make_message(message.topic, std::move(message.payload), message.qos, false);
+    if (impl_->mqtt_version == MQTTVERSION_5) {
+      mqtt::properties props{{mqtt::property::CONTENT_TYPE, kContentType}};
+      if (message.correlation_data)
+        props.add({mqtt::property::CORRELATION_DATA, *message.correlation_data});
+      if (message.expiry_s)
+        props.add({mqtt::property::MESSAGE_EXPIRY_INTERVAL,
+                   static_cast<std::int32_t>(*message.expiry_s)});
+      msg->set_properties(std::move(props));
+    }
+    impl_->client->publish(std::move(msg));
   } catch (const std::exception& e) {
-    spdlog::error("could not publish the reply on {}: {}", topic, e.what());
+    spdlog::error("could not publish the reply on {}: {}", message.topic, e.what());
   }
 }
 
 bool MqttLink::connected() const { return impl_->client->is_connected(); }
+
+bool MqttLink::mqtt5() const { return impl_->mqtt_version == MQTTVERSION_5; }
 
 }  // namespace hom

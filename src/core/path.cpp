@@ -241,10 +241,11 @@ std::optional<std::string> build_url(const std::string& base_url, std::string_vi
   }
   std::string result = url_part(url.get(), CURLUPART_URL);
 
-  // Guard: parse the result afresh; it must keep the base's scheme, host, port and path.
+  // Guard: parse the result afresh as a server would (dot segments resolved); it must keep
+  // the base's scheme, host, port and path.
   UrlPtr check(curl_url());
   if (result.empty() || !check ||
-      curl_url_set(check.get(), CURLUPART_URL, result.c_str(), CURLU_PATH_AS_IS) != CURLUE_OK) {
+      curl_url_set(check.get(), CURLUPART_URL, result.c_str(), 0) != CURLUE_OK) {
     error = "path does not form a valid URL";
     return std::nullopt;
   }

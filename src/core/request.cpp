@@ -137,7 +137,8 @@ RequestPolicy RequestPolicy::from(const Config& config) {
 }
 
 std::optional<Request> parse_request(const RequestPolicy& policy, std::string_view topic,
-                                     std::string_view payload) {
+                                     std::string_view payload,
+                                     const MessageProperties& properties) {
   const auto parsed_topic = policy.topics.parse(topic);
   if (!parsed_topic) return std::nullopt;
 
@@ -146,6 +147,21 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
   r.verb = parsed_topic->verb;
   r.path = parsed_topic->path;
   r.timeout = policy.max_timeout;
+  r.correlation_data = properties.correlation_data;
+  r.expiry_s = properties.expiry_s;
+  // An MQTT 5 Response Topic outside the device's reply space would let a request make the
+  // device publish anywhere its ACL allows: refuse it, answering on the mirrored topic.
+  bool bad_response_topic = false;
+  if (properties.response_topic) {
+    const std::string& rt = *properties.response_topic;
+    const std::string prefix = policy.topics.response_prefix();
+    if (rt.size() > prefix.size() && rt.compare(0, prefix.size(), prefix) == 0 &&
+        rt.find_first_of(std::string("+#\0", 3)) == std::string::npos) {
+      r.response_topic = rt;
+    } else {
+      bad_response_topic = true;
+    }
+  }
   const auto reject = [&r](int status, std::string error) {
     r.rejection = bridge_error(status, std::move(error), r.req_id);
     return r;
@@ -188,7 +204,11 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
   const auto path = normalise_path(r.path, path_error);
   if (!path) return reject(400, path_error);
 
-  // 4. Payload syntax and types.
+  // 4. Payload syntax and types (and the MQTT 5 Response Topic).
+  if (bad_response_topic) {
+    return reject(400, "Response Topic '" + *properties.response_topic + "' is not under " +
+                           policy.topics.response_prefix());
+  }
   if (!payload_error.empty()) return reject(400, payload_error);
   std::string query;
   if (const auto it = doc.find("params"); it != doc.end() && !it->is_null()) {

@@ -14,18 +14,19 @@ std::string Topics::response_prefix() const { return res_prefix_; }
 
 std::string Topics::status_topic() const { return start_ + "/status/" + id_; }
 
-std::string Topics::status_filter() const { return start_ + "/status/+"; }
+std::string Topics::status_filter() const { return start_ + "/status/#"; }
 
 std::optional<std::string> Topics::status_device(std::string_view topic) const {
   const std::string prefix = start_ + "/status/";
-  if (topic.size() <= prefix.size() || topic.compare(0, prefix.size(), prefix) != 0 ||
-      topic.find('/', prefix.size()) != std::string_view::npos)
+  if (topic.size() <= prefix.size() || topic.compare(0, prefix.size(), prefix) != 0)
     return std::nullopt;
   return std::string(topic.substr(prefix.size()));
 }
 
 std::optional<RequestTopic> Topics::parse(std::string_view topic) const {
-  if (topic.size() <= req_prefix_.size() || topic.compare(0, req_prefix_.size(), req_prefix_) != 0)
+  // "{start}/req/{id}/" with an empty verb level matches the subscription too: it gets a
+  // 405, not silence.
+  if (topic.size() < req_prefix_.size() || topic.compare(0, req_prefix_.size(), req_prefix_) != 0)
     return std::nullopt;
   std::string_view rest = topic.substr(req_prefix_.size());
   RequestTopic out;
@@ -37,7 +38,6 @@ std::optional<RequestTopic> Topics::parse(std::string_view topic) const {
     out.path = std::string(rest.substr(slash + 1));
     out.has_path = true;
   }
-  if (out.verb.empty()) return std::nullopt;
   return out;
 }
 

@@ -1,10 +1,12 @@
 // homd: serves a device's local HTTP API to requests arriving over MQTT.
+#include <systemd/sd-daemon.h>
+
 #include <csignal>
-#include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <iostream>
 #include <thread>
 
+#include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -29,10 +31,31 @@ see the README for all of them.
   --version       show the version
 )";
 
+// "%*" in a pattern: the sd-daemon(3) syslog priority prefix of the level ("<4>" for warn).
+class SyslogPriorityFlag : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm&,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr const char* kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
+    const char* p = kPrefix[static_cast<int>(msg.level)];
+    dest.append(p, p + 3);
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<SyslogPriorityFlag>();
+  }
+};
+
 void setup_logging(const std::string& level) {
   auto logger = spdlog::stderr_logger_mt("homd");
-  // journald stamps each line itself; elsewhere a timestamp helps.
-  logger->set_pattern(std::getenv("JOURNAL_STREAM") ? "%l: %v" : "%Y-%m-%d %H:%M:%S.%e %l %v");
+  auto formatter = std::make_unique<spdlog::pattern_formatter>();
+  if (std::getenv("JOURNAL_STREAM")) {
+    // Under journald: no timestamp (journald adds one) and the syslog priority per line,
+    // so `journalctl -p warning -u homd` works.
+    formatter->add_flag<SyslogPriorityFlag>('*').set_pattern("%*%v");
+  } else {
+    formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
+  }
+  logger->set_formatter(std::move(formatter));
   logger->set_level(spdlog::level::from_str(level));
   logger->flush_on(spdlog::level::trace);
   spdlog::set_default_logger(logger);
@@ -45,6 +68,7 @@ std::thread start_signal_thread(const sigset_t& signals, std::atomic<bool>& stop
   return std::thread([&signals, &stop, &link] {
     int sig = 0;
     sigwait(&signals, &sig);
+    if (sig == SIGUSR2) return;  // our own wake-up at exit
     spdlog::info("received {}; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     stop = true;
     link.wake();
@@ -92,6 +116,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
   hom::http_global_init();
 
@@ -108,13 +133,41 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> stop{false};
   std::thread signal_thread = start_signal_thread(signals, stop, link);
-  link.run(stop);
+
+  // systemd: READY once configured and started, STATUS kept current, WATCHDOG from the main
+  // loop only while the workers make progress.
+  std::uint64_t watchdog_usec = 0;
+  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
+  auto last_ping = std::chrono::steady_clock::now();
+  std::string last_status;
+  const auto tick = [&] {
+    const auto stats = core.stats();
+    const std::string status = std::string(link.connected() ? "connected to " : "connecting to ") +
+                               config.mqtt.server_uri + "; " + std::to_string(stats.answered) +
+                               " requests answered, " + std::to_string(stats.bridge_errors) +
+                               " bridge errors";
+    if (status != last_status) {
+      sd_notifyf(0, "STATUS=%s", status.c_str());
+      last_status = status;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (watchdog && now - last_ping >= std::chrono::microseconds(watchdog_usec / 4) &&
+        !core.stalled()) {
+      sd_notify(0, "WATCHDOG=1");
+      last_ping = now;
+    }
+  };
+  sd_notify(0, "READY=1");
+  tick();
+  link.run(stop, tick);
 
   // Graceful stop: no UNSUBSCRIBE, so the broker keeps the session for the next start.
+  sd_notify(0, "STOPPING=1");
   core.stop(config.shutdown_grace);
   const auto stats = core.stats();
   spdlog::info("stopped after {} requests ({} bridge errors)", stats.received, stats.bridge_errors);
   link.disconnect(std::chrono::seconds(2));
+  pthread_kill(signal_thread.native_handle(), SIGUSR2);
   signal_thread.join();
   return 0;
 }
