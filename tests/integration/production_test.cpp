@@ -1,0 +1,285 @@
+// homd in production (SPEC §2 MQTT 5 and presence, §3 sessions, §5 shutdown): real
+// Mosquitto, real HTTP API, real homd processes and real signals.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <set>
+
+#include <gtest/gtest.h>
+
+#include "support/harness.hpp"
+
+namespace hom::test {
+namespace {
+
+// A Paho MQTT 5 client that records every message it receives, with its properties.
+class Mqtt5Client {
+ public:
+  struct Message {
+    std::string topic;
+    std::string payload;
+    std::string correlation;
+    std::string content_type;
+    bool retained = false;
+    int expiry_s = -1;
+  };
+
+  explicit Mqtt5Client(const std::string& uri)
+      : client_(uri, unique_name("v5-"), mqtt::create_options(MQTTVERSION_5), nullptr) {
+    client_.set_message_callback([this](mqtt::const_message_ptr m) {
+      Message out{m->get_topic(), m->get_payload_str(), "", "", m->is_retained(), -1};
+      const auto& p = m->get_properties();
+      if (p.contains(mqtt::property::CORRELATION_DATA))
+        out.correlation = mqtt::get<mqtt::binary>(p, mqtt::property::CORRELATION_DATA);
+      if (p.contains(mqtt::property::CONTENT_TYPE))
+        out.content_type = mqtt::get<std::string>(p, mqtt::property::CONTENT_TYPE);
+      if (p.contains(mqtt::property::MESSAGE_EXPIRY_INTERVAL))
+        out.expiry_s =
+            static_cast<int>(mqtt::get<std::uint32_t>(p, mqtt::property::MESSAGE_EXPIRY_INTERVAL));
+      std::lock_guard<std::mutex> lock(mu_);
+      messages_.push_back(std::move(out));
+      cv_.notify_all();
+    });
+    auto opts = mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).clean_start(true);
+    client_.connect(opts.finalize())->wait();
+  }
+  ~Mqtt5Client() {
+    try {
+      client_.disconnect()->wait();
+    } catch (const std::exception&) {
+    }
+  }
+
+  void subscribe(const std::string& filter) { client_.subscribe(filter, 2)->wait(); }
+
+  void request(const std::string& topic, const Json& payload, const std::string& response_topic,
+               const std::string& correlation, int expiry_s = 0, int qos = 2) {
+    auto msg = mqtt::make_message(topic, payload.dump(), qos, false);
+    mqtt::properties props;
+    if (!response_topic.empty()) props.add({mqtt::property::RESPONSE_TOPIC, response_topic});
+    if (!correlation.empty()) props.add({mqtt::property::CORRELATION_DATA, correlation});
+    if (expiry_s > 0) props.add({mqtt::property::MESSAGE_EXPIRY_INTERVAL, expiry_s});
+    msg->set_properties(props);
+    client_.publish(msg)->wait();
+  }
+
+  // Messages on `topic`, waiting until there are at least n.
+  std::vector<Message> wait(const std::string& topic, std::size_t n,
+                            Clock::time_point deadline = deadline_in()) {
+    std::unique_lock<std::mutex> lock(mu_);
+    std::vector<Message> out;
+    cv_.wait_until(lock, deadline, [&] {
+      out.clear();
+      for (const auto& m : messages_)
+        if (m.topic == topic) out.push_back(m);
+      return out.size() >= n;
+    });
+    return out;
+  }
+
+ private:
+  mqtt::async_client client_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Message> messages_;  // guarded by mu_
+};
+
+class ProductionTest : public ::testing::Test {
+ protected:
+  void start(const Env& env = {}) {
+    homd_ = std::make_unique<Homd>(broker_.port(), api_.base_url(), env);
+    ASSERT_TRUE(homd_->wait_subscribed()) << homd_->log_tail();
+  }
+  std::string req(const std::string& rest) const {
+    return homd_->topic_start() + "/req/" + homd_->topic_id() + "/" + rest;
+  }
+  std::string res(const std::string& rest) const {
+    return homd_->topic_start() + "/res/" + homd_->topic_id() + "/" + rest;
+  }
+  std::string status_topic() const { return homd_->topic_start() + "/status/" + homd_->topic_id(); }
+
+  Mosquitto broker_;
+  ApiServer api_;
+  std::unique_ptr<Homd> homd_;
+};
+
+TEST_F(ProductionTest, Mqtt5ResponseTopicAndCorrelationData) {
+  start();
+  EXPECT_NE(homd_->log().find("(MQTT 5)"), std::string::npos) << homd_->log_tail();
+  Mqtt5Client c(broker_.uri());
+  const std::string mine = res("callers/42");
+  c.subscribe(mine);
+  c.request(req("get/gps/latitude"), Json{{"req_id", 1}}, mine, std::string("\x01\x02corr", 6));
+  const auto got = c.wait(mine, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].correlation, std::string("\x01\x02corr", 6));
+  EXPECT_EQ(got[0].content_type, "application/json");
+  const auto doc = Json::parse(got[0].payload);
+  EXPECT_EQ(doc["status"], 200);
+  EXPECT_EQ(doc["req_id"], 1);
+}
+
+TEST_F(ProductionTest, Mqtt5ResponseTopicOutsideTheDeviceGets400OnMirroredTopic) {
+  start();
+  Mqtt5Client c(broker_.uri());
+  c.subscribe(res("#"));
+  c.subscribe("elsewhere/#");
+  c.request(req("get/gps/latitude"), Json{{"req_id", "x"}}, "elsewhere/steal", "c1");
+  const auto got = c.wait(res("get/gps/latitude"), 1);
+  ASSERT_EQ(got.size(), 1u);
+  const auto doc = Json::parse(got[0].payload);
+  EXPECT_EQ(doc["status"], 400);
+  EXPECT_NE(doc["error"].get<std::string>().find("Response Topic"), std::string::npos);
+  EXPECT_TRUE(c.wait("elsewhere/steal", 1, deadline_in(std::chrono::milliseconds(0))).empty());
+  EXPECT_EQ(api_.count("/gps/"), 0u);
+}
+
+TEST_F(ProductionTest, Mqtt5DuplicateCorrelationIsExecutedOnce) {
+  start();
+  Mqtt5Client c(broker_.uri());
+  const std::string mine = res("callers/dup");
+  c.subscribe(mine);
+  for (int i = 0; i < 3; ++i) c.request(req("post/echo/once"), Json{{"body", "x"}}, mine, "same");
+  const auto got = c.wait(mine, 3);
+  ASSERT_EQ(got.size(), 3u);
+  for (const auto& m : got) EXPECT_EQ(Json::parse(m.payload)["status"], 200);
+  EXPECT_EQ(api_.count("/echo/once"), 1u);
+}
+
+TEST_F(ProductionTest, Mqtt5ExpiredWhileQueuedIsNotExecuted) {
+  start({{"WORKERS", "1"}});
+  Mqtt5Client c(broker_.uri());
+  const std::string mine = res("callers/exp");
+  c.subscribe(mine);
+  c.request(req("get/slow"), Json::object(), mine, "hold");
+  ASSERT_TRUE(api_.wait_slow_arrivals(1));  // the only worker is busy
+  c.request(req("get/echo/late"), Json::object(), mine, "late", /*expiry_s=*/1);
+  // The expiry itself is what is tested: let the queued request's second run out.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  api_.release_slow();
+  const auto got = c.wait(mine, 2);
+  ASSERT_EQ(got.size(), 2u);
+  bool saw_expired = false;
+  for (const auto& m : got) {
+    const auto doc = Json::parse(m.payload);
+    if (m.correlation == "late") {
+      EXPECT_EQ(doc["status"], 504);
+      EXPECT_NE(doc["error"].get<std::string>().find("expired"), std::string::npos);
+      saw_expired = true;
+    }
+  }
+  EXPECT_TRUE(saw_expired);
+  EXPECT_EQ(api_.count("/echo/late"), 0u);
+}
+
+TEST_F(ProductionTest, RetainedOnlineStatusAfterConnect) {
+  start();
+  MqttClient c(broker_.uri(), homd_->topic_start(), homd_->topic_id());
+  Mqtt5Client v5(broker_.uri());
+  v5.subscribe(status_topic());
+  const auto got = v5.wait(status_topic(), 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].retained);
+  const auto doc = Json::parse(got[0].payload);
+  EXPECT_EQ(doc["online"], true);
+  EXPECT_TRUE(doc["version"].is_string());
+  EXPECT_TRUE(doc["since"].is_number_integer());
+}
+
+TEST_F(ProductionTest, OfflineStatusAfterKill9OnceKeepaliveLapses) {
+  start({{"MQTT_KEEPALIVE_S", "1"}});
+  Mqtt5Client v5(broker_.uri());
+  v5.subscribe(status_topic());
+  ASSERT_EQ(v5.wait(status_topic(), 1).size(), 1u);
+  homd_->process().kill9();
+  const auto got = v5.wait(status_topic(), 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(Json::parse(got[1].payload)["online"], false);
+}
+
+TEST_F(ProductionTest, CleanStopPublishesOfflineAndExitsZero) {
+  start();
+  Mqtt5Client v5(broker_.uri());
+  v5.subscribe(status_topic());
+  ASSERT_EQ(v5.wait(status_topic(), 1).size(), 1u);
+  EXPECT_EQ(homd_->stop(), 0);
+  const auto got = v5.wait(status_topic(), 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(Json::parse(got[1].payload)["online"], false);
+}
+
+TEST_F(ProductionTest, SigtermAnswersTheRequestInFlightThenExitsZero) {
+  start();
+  MqttClient c(broker_.uri(), homd_->topic_start(), homd_->topic_id());
+  c.request("get", "slow", Json{{"req_id", "inflight"}});
+  ASSERT_TRUE(api_.wait_slow_arrivals(1));
+  ASSERT_EQ(::kill(homd_->process().pid(), SIGTERM), 0);
+  ASSERT_TRUE(homd_->process().wait_for_log("stopping"));
+  c.request("get", "gps/latitude", Json{{"req_id", "during-drain"}});
+  const auto drained = c.wait_reply("during-drain");
+  ASSERT_TRUE(drained);
+  EXPECT_EQ(drained->doc["status"], 503);
+  api_.release_slow();
+  const auto reply = c.wait_reply("inflight");
+  ASSERT_TRUE(reply);
+  EXPECT_EQ(reply->doc["status"], 200);
+  EXPECT_EQ(homd_->process().wait_exit(deadline_in()), 0);
+}
+
+// Requests published while homd is stopped wait in the broker (persistent session, stable
+// client id, no UNSUBSCRIBE at shutdown) and are served at the next start.
+TEST_F(ProductionTest, OfflineDeliveryAcrossHomdRestart) {
+  for (const char* version : {"5", "3.1.1"}) {
+    SCOPED_TRACE(version);
+    start({{"MQTT_VERSION", version}});
+    const Env env = homd_->env();
+    ASSERT_EQ(homd_->stop(), 0);
+    MqttClient c(broker_.uri(), homd_->topic_start(), homd_->topic_id());
+    c.request("get", "gps/latitude", Json{{"req_id", std::string("while-away-") + version}});
+    homd_ = std::make_unique<Homd>(broker_.port(), api_.base_url(), env);
+    const auto reply = c.wait_reply(std::string("while-away-") + version);
+    ASSERT_TRUE(reply) << homd_->log_tail();
+    EXPECT_EQ(reply->doc["status"], 200);
+    ASSERT_EQ(homd_->stop(), 0);
+  }
+}
+
+// sd_notify(3) through a NOTIFY_SOCKET the test binds.
+TEST_F(ProductionTest, NotifiesSystemd) {
+  TempDir dir;
+  const std::string path = dir.file("notify.sock");
+  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  timeval tv{0, 200000};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+
+  start({{"NOTIFY_SOCKET", path}, {"WATCHDOG_USEC", "2000000"}});
+  std::vector<std::string> seen;
+  const auto collect_until = [&](const std::string& needle) {
+    const auto deadline = deadline_in();
+    while (Clock::now() < deadline) {
+      for (const auto& s : seen)
+        if (s.find(needle) != std::string::npos) return true;
+      char buf[4096];
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n > 0) seen.emplace_back(buf, static_cast<std::size_t>(n));
+    }
+    return false;
+  };
+  EXPECT_TRUE(collect_until("READY=1"));
+  EXPECT_TRUE(collect_until("STATUS=connected to "));
+  EXPECT_TRUE(collect_until("WATCHDOG=1"));
+  ASSERT_EQ(homd_->stop(), 0);
+  EXPECT_TRUE(collect_until("STOPPING=1"));
+  ::close(fd);
+  for (const auto& s : seen) std::printf("notify: %s\n", s.c_str());
+}
+
+}  // namespace
+}  // namespace hom::test
