@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs every Debian 12 package needed to build, test and try http-over-mqtt.
+# Needs root (re-runs itself through sudo otherwise). A no-op when all are installed.
+set -euo pipefail
+
+packages=(
+  # toolchain (dpkg-dev: the .deb)
+  build-essential dpkg-dev cmake ninja-build pkg-config clang-format
+  # libraries
+  libpaho-mqttpp-dev libpaho-mqtt-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
+  libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
+  # broker and tools for the tests and the quick start
+  mosquitto mosquitto-clients openssl ca-certificates
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null || true)
+  if [[ "$status" != installed ]]; then
+    missing+=("$package")
+  fi
+done
+
+if ((${#missing[@]} == 0)); then
+  echo "deps: all ${#packages[@]} packages are installed"
+  exit 0
+fi
+
+if ((EUID != 0)); then
+  if command -v sudo >/dev/null 2>&1; then
+    exec sudo -- "$(readlink -f "$0")" "$@"
+  fi
+  echo "deps: missing packages (${missing[*]}); run this script as root" >&2
+  exit 1
+fi
+
+echo "deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update
+apt-get install -y --no-install-recommends "${missing[@]}"
