@@ -38,4 +38,9 @@ bool is_valid_utf8(std::string_view bytes);
 // Stops counting once `limit` is exceeded and returns limit + 1.
 int json_depth(std::string_view text, int limit);
 
+// Parses untrusted JSON text: nullopt when it is not valid JSON (UTF-8), nests deeper than
+// `max_depth`, or holds a NUL byte (nlohmann's lexer would take it for the end of input and
+// silently ignore what follows).
+std::optional<nlohmann::json> parse_json(std::string_view text, int max_depth = 100);
+
 }  // namespace hom

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "hom/base64.hpp"
+#include "hom/response.hpp"
 
 namespace hom {
 
@@ -43,8 +44,8 @@ json build_payload(const RequestOptions& o) {
   const int bodies = o.data.has_value() + o.data_raw.has_value() + o.data_binary.has_value();
   if (bodies > 1) throw std::invalid_argument("use only one of -d, --data-raw and --data-binary");
   if (o.data) {
-    json parsed = json::parse(*o.data, nullptr, /*allow_exceptions=*/false);
-    payload["body"] = parsed.is_discarded() ? json(*o.data) : std::move(parsed);
+    auto parsed = parse_json(*o.data);
+    payload["body"] = parsed ? std::move(*parsed) : json(*o.data);
   } else if (o.data_raw) {
     payload["body"] = *o.data_raw;
   } else if (o.data_binary) {

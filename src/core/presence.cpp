@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hom/response.hpp"
+
 namespace hom {
 
 using nlohmann::json;
@@ -13,8 +15,9 @@ std::string online_document(std::string_view version, std::int64_t since) {
 std::string offline_document() { return json{{"online", false}}.dump(); }
 
 std::optional<Presence> parse_presence(std::string_view payload) {
-  const json doc = json::parse(payload, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object()) return std::nullopt;
+  const auto parsed = parse_json(payload);
+  if (!parsed || !parsed->is_object()) return std::nullopt;
+  const json& doc = *parsed;
   const auto online = doc.find("online");
   if (online == doc.end() || !online->is_boolean()) return std::nullopt;
   Presence p;

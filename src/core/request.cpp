@@ -178,13 +178,14 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
   json doc = json::object();
   std::string payload_error;
   if (!payload.empty()) {
-    if (json_depth(payload, kMaxDepth) > kMaxDepth) {
-      payload_error = "payload JSON is nested deeper than 100 levels";
+    auto parsed = parse_json(payload, kMaxDepth);
+    if (!parsed) {
+      payload_error = json_depth(payload, kMaxDepth) > kMaxDepth
+                          ? "payload JSON is nested deeper than 100 levels"
+                          : "payload is not valid JSON (UTF-8, no NUL bytes)";
     } else {
-      doc = json::parse(payload, nullptr, /*allow_exceptions=*/false);
-      if (doc.is_discarded()) {
-        payload_error = "payload is not valid JSON (UTF-8)";
-      } else if (!doc.is_object()) {
+      doc = std::move(*parsed);
+      if (!doc.is_object()) {
         payload_error = "payload must be a JSON object";
       } else if (const auto it = doc.find("req_id"); it != doc.end()) {
         r.req_id = *it;

@@ -10,6 +10,7 @@
 
 #include <mqtt/async_client.h>
 
+#include "hom/response.hpp"
 #include "hom/topic.hpp"
 
 namespace hom {
@@ -45,7 +46,7 @@ struct Requester::Impl : public virtual mqtt::callback {
     if (const auto id = Topics(start, "_").status_device(topic)) {
       if (auto presence = parse_presence(msg->get_payload_str())) statuses[*id] = *presence;
     } else if (topic == response_topic || topic == own_topic) {
-      json doc = json::parse(msg->get_payload_str(), nullptr, /*allow_exceptions=*/false);
+      json doc = parse_json(msg->get_payload_str()).value_or(json());
       const auto& props = msg->get_properties();
       // Ours by MQTT 5 Correlation Data, or (3.1.1, or a homd without MQTT 5) by req_id.
       const bool by_correlation =

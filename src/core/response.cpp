@@ -15,10 +15,7 @@ constexpr int kMaxContentDepth = 100;
 json encode_content(const std::string& body, bool& is_base64) {
   is_base64 = false;
   if (body.empty()) return "";
-  if (json_depth(body, kMaxContentDepth) <= kMaxContentDepth) {
-    json parsed = json::parse(body, nullptr, /*allow_exceptions=*/false);
-    if (!parsed.is_discarded()) return parsed;
-  }
+  if (auto parsed = parse_json(body, kMaxContentDepth)) return std::move(*parsed);
   if (is_valid_utf8(body)) return body;
   is_base64 = true;
   return base64_encode(body);
@@ -93,6 +90,14 @@ bool is_valid_utf8(std::string_view s) {
     i += len;
   }
   return true;
+}
+
+std::optional<json> parse_json(std::string_view text, int max_depth) {
+  if (text.find('\0') != std::string_view::npos || json_depth(text, max_depth) > max_depth)
+    return std::nullopt;
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) return std::nullopt;
+  return doc;
 }
 
 int json_depth(std::string_view text, int limit) {
