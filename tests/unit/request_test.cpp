@@ -449,6 +449,9 @@ TEST(ParseRequestRejects, PayloadNotAnObjectGets400WithNullReqId) {
       "{\"req_id\":1,\"body\":\"\xC3\x28\"}",
       "{\"req_id\":1,\"\xED\xA0\x80\":1}",
       "\xEF\xBB\xBF{}x",
+      // nlohmann's lexer ends the input at a NUL byte: the rest must not be ignored.
+      std::string("{\"req_id\":1}\0garbage", 20),
+      std::string("{\"req_id\":1}\0", 13),
   };
   for (const auto& payload : payloads) {
     expect_rejected(policy(), {"v1/req/itsme/get/x", payload, 400});
