@@ -188,8 +188,10 @@ void Bridge::reply(const Request& request, Response response) {
   const double ms =
       std::chrono::duration<double, std::milli>(Clock::now() - request.received).count();
   if (response.error.empty()) {
-    spdlog::info("{} {} -> {} ({:.1f} ms)", printable(request.verb), printable(request.path),
-                 response.status, ms);
+    // Guarded: the arguments cost two allocations, and this runs for every request.
+    if (spdlog::should_log(spdlog::level::info))
+      spdlog::info("{} {} -> {} ({:.1f} ms)", printable(request.verb), printable(request.path),
+                   response.status, ms);
   } else {
     ++bridge_errors_;
     spdlog::warn("{} {} -> {} ({:.1f} ms): {}", printable(request.verb), printable(request.path),
