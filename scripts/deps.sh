@@ -10,7 +10,7 @@ packages=(
   libpaho-mqttpp-dev libpaho-mqtt-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
   libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
   # broker and tools for the tests and the quick start
-  mosquitto mosquitto-clients openssl ca-certificates
+  mosquitto mosquitto-clients openssl ca-certificates python3 valgrind
 )
 
 missing=()

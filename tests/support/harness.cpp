@@ -787,7 +787,22 @@ Homd::Homd(int mqtt_port, const std::string& http_base_url, const Env& overrides
       std::make_unique<Process>(std::vector<std::string>{HOMD_BIN}, env_, dir_.file("homd.log"));
 }
 
-Homd::~Homd() = default;
+Homd::~Homd() {
+  // SPEC §5: SIGTERM drains and exits 0. Checked for every homd a test leaves running, so a
+  // crash at shutdown or a sanitizer report (HOM_SANITIZE) fails the test that caused it.
+  if (process_->running()) {  // else the test stopped or killed it itself
+    const auto status = process_->stop();
+    EXPECT_EQ(status, 0) << "homd did not exit 0 on SIGTERM\n" << log_tail();
+  }
+  // Sanitizer builds: a report in homd's output fails the test, however homd ended.
+  const std::string text = log();
+  for (const char* marker : {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                             "WARNING: ThreadSanitizer", "runtime error:"}) {
+    const auto at = text.find(marker);
+    EXPECT_EQ(at, std::string::npos) << "sanitizer report in homd's output:\n"
+                                     << text.substr(at == std::string::npos ? 0 : at, 6000);
+  }
+}
 
 bool Homd::wait_subscribed(int count, Clock::time_point deadline) {
   return process_->wait_for_log("subscribed to ", count, deadline);

@@ -313,6 +313,7 @@ class Homd {
   // unique, HTTP_BASE_URL=http_base_url, LOG_LEVEL=debug; `overrides` replace or add.
   // Does not wait: call wait_subscribed().
   Homd(int mqtt_port, const std::string& http_base_url, const Env& overrides = {});
+  // When still running: SIGTERM, and a test failure unless it exits 0.
   ~Homd();
   Homd(const Homd&) = delete;
   Homd& operator=(const Homd&) = delete;
