@@ -31,7 +31,19 @@ PahoClient::PahoClient(const std::string& host, int port, const std::string& cli
   if (rc != MQTTASYNC_SUCCESS) throw std::runtime_error("MQTTAsync_setCallbacks failed");
 }
 
-PahoClient::~PahoClient() { MQTTAsync_destroy(&client_); }
+PahoClient::~PahoClient() {
+  closing_ = true;
+  MQTTAsync_destroy(&client_);
+}
+
+namespace {
+// The context of one tracked publish: Paho reports its outcome exactly once (or never, when
+// the client is destroyed first: then it is freed with nothing left to report to).
+struct Delivery {
+  PahoClient* client;
+  std::uint64_t tag;
+};
+}  // namespace
 
 void PahoClient::on_success(void* context, MQTTAsync_successData* data) {
   auto* self = static_cast<PahoClient*>(context);
@@ -66,7 +78,29 @@ int PahoClient::on_message(void* context, char* topic, int topic_len, MQTTAsync_
 void PahoClient::on_lost(void* context, char* cause) {
   auto* self = static_cast<PahoClient*>(context);
   self->lost_ = true;
+  ++self->losses_;
   if (cause) MQTTAsync_free(cause);
+}
+
+void PahoClient::on_connect(void* context, char* cause) {
+  auto* self = static_cast<PahoClient*>(context);
+  // A new socket after each reconnect: Nagle off again.
+  if (self->nodelay_) set_tcp_nodelay_to_port(self->port_);
+  ++self->connects_;
+  if (self->on_connected_) self->on_connected_();
+  if (cause) MQTTAsync_free(cause);
+}
+
+void PahoClient::on_delivered(void* context, MQTTAsync_successData*) {
+  auto* d = static_cast<Delivery*>(context);
+  if (!d->client->closing_ && d->client->on_delivery_) d->client->on_delivery_(d->tag, true);
+  delete d;
+}
+
+void PahoClient::on_undelivered(void* context, MQTTAsync_failureData*) {
+  auto* d = static_cast<Delivery*>(context);
+  if (!d->client->closing_ && d->client->on_delivery_) d->client->on_delivery_(d->tag, false);
+  delete d;
 }
 
 int PahoClient::wait(std::chrono::milliseconds timeout, const char* what) {
@@ -80,10 +114,18 @@ int PahoClient::wait(std::chrono::milliseconds timeout, const char* what) {
   return waiter_.granted_qos;
 }
 
-void PahoClient::connect(bool nodelay, std::chrono::milliseconds timeout) {
+void PahoClient::connect(bool nodelay, std::chrono::milliseconds timeout, bool persistent) {
+  nodelay_ = nodelay;
+  if (MQTTAsync_setConnected(client_, this, &PahoClient::on_connect) != MQTTASYNC_SUCCESS)
+    throw std::runtime_error("MQTTAsync_setConnected failed");
   MQTTAsync_connectOptions options = MQTTAsync_connectOptions_initializer;
   options.keepAliveInterval = 30;
-  options.cleansession = 1;
+  options.cleansession = persistent ? 0 : 1;
+  if (persistent) {
+    options.automaticReconnect = 1;
+    options.minRetryInterval = 1;
+    options.maxRetryInterval = 4;
+  }
   options.maxInflight = 65535;
   options.connectTimeout = static_cast<int>((timeout.count() + 999) / 1000);
   options.onSuccess = &PahoClient::on_success;
@@ -116,6 +158,28 @@ bool PahoClient::publish(const std::string& topic, std::string_view payload, int
   message.qos = qos;
   return MQTTAsync_sendMessage(client_, topic.c_str(), &message, nullptr) == MQTTASYNC_SUCCESS;
 }
+
+int PahoClient::publish_tracked(const std::string& topic, std::string_view payload, int qos,
+                                std::uint64_t tag) {
+  MQTTAsync_message message = MQTTAsync_message_initializer;
+  message.payload = const_cast<char*>(payload.data());  // Paho copies it
+  message.payloadlen = static_cast<int>(payload.size());
+  message.qos = qos;
+  MQTTAsync_responseOptions options = MQTTAsync_responseOptions_initializer;
+  options.onSuccess = &PahoClient::on_delivered;
+  options.onFailure = &PahoClient::on_undelivered;
+  auto* d = new Delivery{this, tag};
+  options.context = d;
+  const int rc = MQTTAsync_sendMessage(client_, topic.c_str(), &message, &options);
+  if (rc != MQTTASYNC_SUCCESS) delete d;  // refused: Paho will not call back
+  return rc;
+}
+
+bool PahoClient::subscribe_async(const std::string& filter, int qos) {
+  return MQTTAsync_subscribe(client_, filter.c_str(), qos, nullptr) == MQTTASYNC_SUCCESS;
+}
+
+bool PahoClient::connected() const { return MQTTAsync_isConnected(client_) != 0; }
 
 void PahoClient::disconnect(std::chrono::milliseconds timeout) {
   MQTTAsync_disconnectOptions options = MQTTAsync_disconnectOptions_initializer;

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -30,14 +31,36 @@ class PahoClient {
 
   // Connects with a clean session; with `nodelay`, disables Nagle on the connection's
   // socket (Paho C never does). Throws std::runtime_error on failure or after `timeout`.
-  void connect(bool nodelay, std::chrono::milliseconds timeout);
+  //
+  // With `persistent`: a persistent session instead (clean session off, so the broker keeps
+  // the subscriptions and the QoS 1/2 messages of this client id while it is away, and Paho
+  // resends its unacknowledged publishes after a reconnect) and Paho's automatic reconnect
+  // (1 s, doubling to 4 s). Publishes are refused while disconnected, never buffered.
+  void connect(bool nodelay, std::chrono::milliseconds timeout, bool persistent = false);
   // Subscribes and waits for the SUBACK; throws when refused or after `timeout`.
   void subscribe(const std::string& filter, int qos, std::chrono::milliseconds timeout);
   // Queues one publish; false when Paho refused it (disconnected, buffer full).
   bool publish(const std::string& topic, std::string_view payload, int qos);
+
+  // Called once per tracked publish, on a Paho thread: delivered (QoS 0: written, QoS 1:
+  // PUBACK, QoS 2: PUBCOMP) or failed (Paho gave up on it). Set before connect().
+  using DeliveryFn = std::function<void(std::uint64_t tag, bool delivered)>;
+  void on_delivery(DeliveryFn fn) { on_delivery_ = std::move(fn); }
+  // Called on a Paho thread after every successful (re)connect. Set before connect().
+  void on_connected(std::function<void()> fn) { on_connected_ = std::move(fn); }
+  // publish() whose outcome is reported to the DeliveryFn with `tag`; Paho's return code
+  // (MQTTASYNC_SUCCESS, or the reason it refused: then no report follows).
+  int publish_tracked(const std::string& topic, std::string_view payload, int qos,
+                      std::uint64_t tag);
+  // Subscribes without waiting (from the connected callback); false when refused at once.
+  bool subscribe_async(const std::string& filter, int qos);
+  bool connected() const;
   void disconnect(std::chrono::milliseconds timeout);
 
   bool lost() const { return lost_.load(); }
+  // Connections lost, and connects (the first one included) that succeeded.
+  std::uint64_t losses() const { return losses_.load(); }
+  std::uint64_t connects() const { return connects_.load(); }
 
  private:
   struct Waiter {
@@ -52,6 +75,9 @@ class PahoClient {
   static void on_failure(void* context, MQTTAsync_failureData* data);
   static int on_message(void* context, char* topic, int topic_len, MQTTAsync_message* message);
   static void on_lost(void* context, char* cause);
+  static void on_connect(void* context, char* cause);
+  static void on_delivered(void* context, MQTTAsync_successData* data);
+  static void on_undelivered(void* context, MQTTAsync_failureData* data);
   int wait(std::chrono::milliseconds timeout, const char* what);
 
   const int port_;
@@ -59,6 +85,11 @@ class PahoClient {
   MQTTAsync client_ = nullptr;
   Waiter waiter_;
   std::atomic<bool> lost_{false};
+  std::atomic<std::uint64_t> losses_{0}, connects_{0};
+  bool nodelay_ = false;
+  DeliveryFn on_delivery_;
+  std::function<void()> on_connected_;
+  std::atomic<bool> closing_{false};  // destroying: delivery reports are dropped
 };
 
 // Sets TCP_NODELAY on every TCP socket of this process connected to `peer_port`; returns

@@ -23,133 +23,22 @@ BACKLOG_REQUESTS=${BACKLOG_REQUESTS:-10000}
 BACKLOG_S=${BACKLOG_S:-5}
 BROKER_NODELAY=${BROKER_NODELAY:-true}
 
-log() { printf '%s\n' "$*" >&2; }
-die() { log "run.sh: $*"; exit 1; }
+prog=run.sh
+# shellcheck source=bench/lib.sh
+source "$here/lib.sh"
 
-# --- tools -------------------------------------------------------------------------------
-find_tool() { command -v "$1" 2>/dev/null || { [[ -x /usr/sbin/$1 ]] && echo "/usr/sbin/$1"; } || true; }
-MOSQUITTO=$(find_tool mosquitto)
-NGINX=$(find_tool nginx)
-[[ -n $MOSQUITTO ]] || die "mosquitto not found; run bench/deps.sh"
-[[ -n $NGINX ]] || die "nginx not found; run bench/deps.sh"
-
-# --- build -------------------------------------------------------------------------------
-if [[ ! -f $BUILD_DIR/CMakeCache.txt ]]; then
-  generator=()
-  command -v ninja >/dev/null && generator=(-G Ninja)
-  log "configuring a Release build in $BUILD_DIR"
-  cmake -S "$root" -B "$BUILD_DIR" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
-    -DHOM_BUILD_TESTS=OFF -DHOM_BUILD_BENCH=ON >/dev/null
-fi
-cmake --build "$BUILD_DIR" --target homd hom-loadgen hom-echo hom-slow-api >/dev/null ||
-  die "the build failed (cmake --build $BUILD_DIR)"
-HOMD=$BUILD_DIR/homd
-LOADGEN=$BUILD_DIR/bench/hom-loadgen
-ECHO=$BUILD_DIR/bench/hom-echo
-SLOW_API=$BUILD_DIR/bench/hom-slow-api
-
-# --- processes ---------------------------------------------------------------------------
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/hom-bench.XXXXXX")
-chmod 755 "$tmp"  # nginx's workers may run as another user: they read the fixtures here
-pids=()
-
-alive() { [[ $(sed 's/.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) =~ ^[^Z]$ ]]; }
-
-# SIGTERM, up to 15 s for a graceful exit, then SIGKILL.
-stop_pid() {
-  local pid=$1 i
-  kill -TERM "$pid" 2>/dev/null || true
-  for ((i = 0; i < 150; i++)); do alive "$pid" || break; sleep 0.1; done
-  if alive "$pid"; then
-    log "run.sh: pid $pid did not stop in 15 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  wait "$pid" 2>/dev/null || true
-  local kept=() p
-  for p in "${pids[@]}"; do [[ $p == "$pid" ]] || kept+=("$p"); done
-  pids=("${kept[@]+"${kept[@]}"}")
-}
-
-cleanup() {
-  local pid
-  for pid in "${pids[@]+"${pids[@]}"}"; do stop_pid "$pid"; done
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_port() {  # port seconds
-  local i
-  for ((i = 0; i < $2 * 10; i++)); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  return 1
-}
-
-free_port() { "$LOADGEN" --free-port; }
+find_servers
+build homd hom-loadgen hom-echo hom-slow-api
+make_tmp
 
 start_broker() {
   broker_port=$(free_port)
-  cat >"$tmp/mosquitto.conf" <<EOF
-listener $broker_port 127.0.0.1
-allow_anonymous true
-# No window and no queue limit: the broker must not be what drops or throttles replies.
-max_inflight_messages 0
-max_queued_messages 0
-persistence false
-set_tcp_nodelay $BROKER_NODELAY
-log_dest stderr
-log_type error
-log_type warning
-EOF
-  "$MOSQUITTO" -c "$tmp/mosquitto.conf" >"$tmp/mosquitto.log" 2>&1 &
-  pids+=($!)
-  wait_port "$broker_port" 10 || die "mosquitto did not start: $(cat "$tmp/mosquitto.log")"
-}
-
-start_nginx() {
-  api_port=$(free_port)
-  local dir=$tmp/nginx
-  mkdir -p "$dir/www"
-  chmod 755 "$dir" "$dir/www"
-  "$LOADGEN" --write-fixtures "$dir/www"
-  chmod 644 "$dir/www"/*
-  cat >"$dir/nginx.conf" <<EOF
-worker_processes 1;
-pid $dir/nginx.pid;
-error_log $dir/error.log warn;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $dir/body;
-  proxy_temp_path $dir/proxy;
-  fastcgi_temp_path $dir/fastcgi;
-  uwsgi_temp_path $dir/uwsgi;
-  scgi_temp_path $dir/scgi;
-  keepalive_timeout 60s;
-  keepalive_requests 1000000;
-  server {
-    listen 127.0.0.1:$api_port;
-    location = /gps/latitude { default_type application/json; alias $dir/www/latitude.json; }
-    location = /food/dessert { default_type text/plain; return 201 "$(cat "$dir/www/dessert.txt")"; }
-    location = /bin { default_type application/octet-stream; alias $dir/www/bin; }
-  }
-}
-EOF
-  "$NGINX" -p "$dir" -e "$dir/error.log" -c "$dir/nginx.conf" -g 'daemon off;' \
-    >"$dir/stdout.log" 2>&1 &
-  nginx_pid=$!
-  pids+=("$nginx_pid")
-  wait_port "$api_port" 10 || die "nginx did not start: $(cat "$dir/error.log" "$dir/stdout.log")"
-  # The one worker does the serving; its CPU is the API's cost per request.
-  local i
-  for ((i = 0; i < 50; i++)); do
-    api_pid=$(cut -d' ' -f1 "/proc/$nginx_pid/task/$nginx_pid/children" 2>/dev/null || true)
-    [[ -n $api_pid ]] && return 0
-    sleep 0.1
-  done
-  die "nginx started no worker: $(cat "$dir/error.log")"
+  {
+    broker_conf "$broker_port" "$BROKER_NODELAY"
+    echo "persistence false"
+  } >"$tmp/mosquitto.conf"
+  start_mosquitto "$tmp/mosquitto.conf" "$tmp/mosquitto.log" "$broker_port" ||
+    die "mosquitto did not start: $(cat "$tmp/mosquitto.log")"
 }
 
 start_slow_api() {
@@ -189,20 +78,6 @@ start_homd() {
   probe "$id"
 }
 
-# "rss_kb hwm_kb threads cpu_ticks context_switches" of a process, from /proc.
-sample() {
-  local status rss hwm threads cpu cs
-  status=$(<"/proc/$1/status")
-  rss=$(awk '/^VmRSS:/ {print $2}' <<<"$status")
-  hwm=$(awk '/^VmHWM:/ {print $2}' <<<"$status")
-  threads=$(awk '/^Threads:/ {print $2}' <<<"$status")
-  # utime and stime are fields 14 and 15; the name in parentheses may hold spaces.
-  cpu=$(sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}')
-  # Voluntary and involuntary, summed over the threads: the cost of hand-offs.
-  cs=$(cat "/proc/$1/task/"*/status 2>/dev/null | awk '/ctxt_switches:/ {n += $2} END {print n + 0}')
-  echo "$rss $hwm $threads $cpu $cs"
-}
-
 # load ID QOS C [loadgen options]...: one JSON line.
 load() {
   local id=$1 qos=$2 c=$3
@@ -214,7 +89,6 @@ load() {
 # jget KEY JSON: a number from the loadgen's flat JSON line.
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" <<<"$2"; }
 
-mb() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 tck=$(getconf CLK_TCK)
 # cpu_per_1000 TICKS REQUESTS: CPU seconds per 1000 requests.
 cpu_per_1000() { awk -v t="$1" -v n="$2" -v h="$tck" 'BEGIN {printf "%.3f", (n > 0 ? t / h / n * 1000 : 0)}'; }

@@ -150,7 +150,10 @@ struct MqttLink::Impl : public virtual mqtt::callback {
     tok->wait();
     const mqtt::subscribe_response response = tok->get_subscribe_response();
     const std::vector<mqtt::ReasonCode> codes = response.get_reason_codes();
-    if (!codes.empty() && codes.front() >= 0x80) {
+    // Paho C++ 1.2 can hand back an uninitialised code for a 3.1.1 single-topic SUBACK: only
+    // a real failure code (0x80..0xA2) counts as a refusal.
+    const int code = codes.empty() ? 0 : static_cast<int>(codes.front());
+    if (code >= 0x80 && code <= 0xA2) {
       throw std::runtime_error("the broker refused the subscription to " + filter +
                                " (check its ACL)");
     }
