@@ -181,6 +181,8 @@ bool PahoClient::subscribe_async(const std::string& filter, int qos) {
 
 bool PahoClient::connected() const { return MQTTAsync_isConnected(client_) != 0; }
 
+void PahoClient::reconnect_now() { MQTTAsync_reconnect(client_); }
+
 void PahoClient::disconnect(std::chrono::milliseconds timeout) {
   MQTTAsync_disconnectOptions options = MQTTAsync_disconnectOptions_initializer;
   options.timeout = static_cast<int>(timeout.count());

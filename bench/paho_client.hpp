@@ -55,6 +55,8 @@ class PahoClient {
   // Subscribes without waiting (from the connected callback); false when refused at once.
   bool subscribe_async(const std::string& filter, int qos);
   bool connected() const;
+  // Persistent mode, while disconnected: try again now rather than at Paho's next retry.
+  void reconnect_now();
   void disconnect(std::chrono::milliseconds timeout);
 
   bool lost() const { return lost_.load(); }

@@ -186,9 +186,10 @@ TEST_F(ApiFaultsTest, TwoGigabyteContentLengthIs502WithBoundedMemory) {
             std::string::npos);
   const long rss = rss_kb(homd_->process().pid());
   // Bounded by HTTP_MAX_RESPONSE_BYTES (1 MiB) and curl's buffers, not by the 2 GB.
-  if (kCheckMemory)
+  if (kCheckMemory) {
     EXPECT_LT(rss - rss_before, 16 * 1024)
         << "homd RSS grew from " << rss_before << " to " << rss << " kB";
+  }
 }
 
 TEST_F(ApiFaultsTest, TrickleOfOneByteASecondIs504) {
@@ -267,9 +268,10 @@ TEST_F(ApiFaultsTest, TenThousandMalformedPayloadsKeepMemoryFlat) {
     if (round == 0) rss_after_first = rss_kb(homd_->process().pid());
   }
   const long rss_after = rss_kb(homd_->process().pid());
-  if (kCheckMemory)
+  if (kCheckMemory) {
     EXPECT_LT(rss_after - rss_after_first, 4 * 1024)
         << "RSS grew from " << rss_after_first << " to " << rss_after << " kB";
+  }
   for (const auto& r : client.replies()) ASSERT_EQ(r.doc["status"], 400) << r.payload;
   EXPECT_EQ(client.count(), 10000u);  // exactly one reply each
   const auto ok = client.call("post", "m", Json{{"req_id", "still-serving"}});
