@@ -246,6 +246,34 @@ TEST_F(ProductionTest, OfflineDeliveryAcrossHomdRestart) {
   }
 }
 
+// The broker restarts (persistence on) while homd is stopped: homd's session, with the
+// request queued in it, survives in the broker and is served at homd's next start.
+TEST(ProductionBrokerTest, OfflineDeliveryAcrossBrokerRestart) {
+  Mosquitto::Options options;
+  options.persistence = true;
+  Mosquitto broker(options);
+  ApiServer api;
+  for (const char* version : {"5", "3.1.1"}) {
+    SCOPED_TRACE(version);
+    auto homd =
+        std::make_unique<Homd>(broker.port(), api.base_url(), Env{{"MQTT_VERSION", version}});
+    ASSERT_TRUE(homd->wait_subscribed()) << homd->log_tail();
+    const Env env = homd->env();
+    ASSERT_EQ(homd->stop(), 0);
+    broker.restart();  // SIGTERM: Mosquitto saves its sessions; the start loads them
+    const std::string req_id = std::string("across-broker-restart-") + version;
+    {
+      MqttClient c(broker.uri(), env.at("MQTT_TOPIC_START"), env.at("MQTT_TOPIC_ID"));
+      c.request("get", "gps/latitude", Json{{"req_id", req_id}});
+      homd = std::make_unique<Homd>(broker.port(), api.base_url(), env);
+      const auto reply = c.wait_reply(req_id);
+      ASSERT_TRUE(reply) << homd->log_tail() << "\n--- broker ---\n" << tail(broker.log());
+      EXPECT_EQ(reply->doc["status"], 200);
+    }
+    ASSERT_EQ(homd->stop(), 0);
+  }
+}
+
 // sd_notify(3) through a NOTIFY_SOCKET the test binds.
 TEST_F(ProductionTest, NotifiesSystemd) {
   TempDir dir;

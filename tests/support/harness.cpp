@@ -343,7 +343,11 @@ void Mosquitto::write_config() const {
   conf << "# Written by the integration test harness.\n"
        << "per_listener_settings false\n"
        << "allow_anonymous true\n"
-       << "persistence false\n"
+       // Run as root, Mosquitto would switch to its own user, which cannot write the 0700
+       // TempDir: keep the user when persistence needs to write there.
+       << (options_.persistence
+               ? "persistence true\npersistence_location " + dir_.path() + "/\nuser root\n"
+               : std::string("persistence false\n"))
        << "max_inflight_messages 0\n"
        << "max_queued_messages 100000\n"
        << "log_dest stderr\n"  // unbuffered: tests read the log while it runs

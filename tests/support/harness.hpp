@@ -139,6 +139,9 @@ class Mosquitto {
     int port = 0;  // 0: pick a free port (and retry with another if the start fails)
     std::optional<TlsFiles> tls;
     bool start = true;  // false: only reserve the port(s); call start() later
+    // Sessions and queued messages saved in the broker's TempDir on a clean stop and
+    // loaded at the next start (restart() keeps them).
+    bool persistence = false;
   };
 
   Mosquitto() : Mosquitto(Options{}) {}
