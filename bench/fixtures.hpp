@@ -19,6 +19,10 @@ inline constexpr const char* kDessertBody = R"({"dessert":"tiramisu","servings":
 inline constexpr const char* kDessertText = "dessert created";
 inline constexpr int kDessertStatus = 201;
 
+// GET /slow/gps/latitude (bench/soak.sh): nginx passes it to hom-slow-api, which answers
+// /gps/latitude after its delay; the same reply as kLatitudePath, only later.
+inline constexpr const char* kSlowLatitudePath = "slow/gps/latitude";
+
 // GET /bin: every byte value once (not UTF-8), so the reply carries base64 and
 // "content_encoding":"base64".
 inline constexpr const char* kBinPath = "bin";

@@ -110,6 +110,11 @@ Kind make_kind(const std::string& name, const std::string& req_prefix,
     k.payload_tail = std::string(",\"body\":") + kDessertBody + "}";
     k.status = kDessertStatus;
     k.content = kDessertText;
+  } else if (name == "slow") {
+    k.request_topic = req_prefix + "get/" + kSlowLatitudePath;
+    k.response_topic = res_prefix + "get/" + kSlowLatitudePath;
+    k.payload_tail = "}";
+    k.content = json::parse(kLatitudeJson);
   } else if (name == "bin") {
     k.request_topic = req_prefix + "get/" + kBinPath;
     k.response_topic = res_prefix + "get/" + kBinPath;
@@ -117,7 +122,7 @@ Kind make_kind(const std::string& name, const std::string& req_prefix,
     k.content = base64(bin_bytes());
     k.base64 = true;
   } else {
-    throw CLI::ValidationError("--mix", "unknown kind '" + name + "' (get, post, bin)");
+    throw CLI::ValidationError("--mix", "unknown kind '" + name + "' (get, post, bin, slow)");
   }
   return k;
 }
@@ -513,6 +518,7 @@ class Soak {
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     finished_ = Clock::now();
+    if (o_.progress_s > 0) print_progress(finished_, client);
     connects_ = client.connects();
     losses_ = client.losses();
     client.disconnect(std::chrono::milliseconds(1000));
@@ -537,9 +543,11 @@ class Soak {
   struct Req {                  // 8 bytes: a day at 200 req/s is 140 MB
     std::uint32_t sent_ms = 0;  // since started_
     std::uint8_t flags = 0;
-    std::uint8_t kind = 0;
-    std::uint8_t qos = 0;
-    std::uint8_t replies = 0;  // saturates at 255
+    std::uint8_t kind_qos = 0;  // kind << 2 | QoS
+    std::uint8_t epoch = 0;     // connections lost before the publish, modulo 256
+    std::uint8_t replies = 0;   // saturates at 255
+    std::size_t kind() const { return kind_qos >> 2; }
+    int qos() const { return kind_qos & 3; }
   };
   struct Slot {
     std::vector<Req> reqs;  // by sequence number
@@ -550,7 +558,7 @@ class Soak {
   struct Counts {
     std::uint64_t attempted = 0, refused = 0, undelivered = 0, answered = 0, outstanding = 0;
     std::uint64_t duplicate_replies = 0, duplicated = 0, wrong_replies = 0, unexpected = 0;
-    std::uint64_t late = 0, slot_timeouts = 0;
+    std::uint64_t late = 0, slot_timeouts = 0, across_loss = 0;
     std::string first_error;
   };
 
@@ -575,8 +583,8 @@ class Soak {
           std::chrono::duration_cast<std::chrono::milliseconds>(slot.sent_at - started_).count());
       // Before the publish: its delivery report and its reply may come before it returns.
       r.flags = kPublished;
-      r.kind = static_cast<std::uint8_t>(kind);
-      r.qos = static_cast<std::uint8_t>(qos);
+      r.kind_qos = static_cast<std::uint8_t>(kind << 2 | static_cast<std::size_t>(qos));
+      r.epoch = static_cast<std::uint8_t>(client_->losses());
       seq = static_cast<std::uint32_t>(slot.reqs.size());
       slot.reqs.push_back(r);
       slot.seq = seq;
@@ -630,7 +638,7 @@ class Soak {
     }
     Slot& slot = slots_[s];
     Req& r = slot.reqs[seq];
-    const std::string why = check(kinds_[r.kind], topic, doc);
+    const std::string why = check(kinds_[r.kind()], topic, doc);
     if (!why.empty()) {
       ++n_.wrong_replies;
       r.flags |= kWrong;
@@ -644,6 +652,8 @@ class Soak {
     }
     ++n_.answered;
     if (!(r.flags & kNotSent)) --n_.outstanding;
+    // Published before a connection loss, answered after it: carried across a restart.
+    if (static_cast<std::uint8_t>(client_->losses()) != r.epoch) ++n_.across_loss;
     const bool current = slot.waiting && slot.seq == seq;
     // The request in flight has its exact time; an earlier one is known to the millisecond.
     const auto sent = current ? slot.sent_at : started_ + std::chrono::milliseconds(r.sent_ms);
@@ -693,9 +703,9 @@ class Soak {
         if (r.flags & kWrong) ++wrong;
         if (r.replies > 0) {
           ++sent;  // answered: it reached homd, whatever Paho reported
-          ++sent_qos[r.qos];
+          ++sent_qos[r.qos()];
           if (r.replies == 1) ++once;
-          if (r.replies > 1) ++dup_qos[r.qos];
+          if (r.replies > 1) ++dup_qos[r.qos()];
           if (!(r.flags & (kDelivered | kNotSent))) ++unconfirmed;
           continue;
         }
@@ -704,15 +714,15 @@ class Soak {
           continue;
         }
         ++sent;
-        ++sent_qos[r.qos];
+        ++sent_qos[r.qos()];
         ++lost;
-        ++lost_qos[r.qos];
+        ++lost_qos[r.qos()];
         if (!(r.flags & kDelivered)) ++lost_unacked;
         if (listed < o_.list_lost) {
           ++listed;
           std::fprintf(stderr,
                        "hom-loadgen: lost %s (%s, QoS %d) published at %.3f s, %s by the broker\n",
-                       req_id(s, q).c_str(), kinds_[r.kind].name.c_str(), r.qos,
+                       req_id(s, q).c_str(), kinds_[r.kind()].name.c_str(), r.qos(),
                        static_cast<double>(r.sent_ms) / 1e3,
                        (r.flags & kDelivered) ? "acknowledged" : "NOT acknowledged");
         }
@@ -749,6 +759,7 @@ class Soak {
         {"errors", wrong + n_.unexpected},
         {"unexpected", n_.unexpected},
         {"late", n_.late},
+        {"across_connection_loss", n_.across_loss},
         {"unconfirmed", unconfirmed},
         {"refused", n_.refused},
         {"undelivered", n_.undelivered},
@@ -828,7 +839,8 @@ int main(int argc, char** argv) {
   app.add_option("--port", o.port, "broker port")->check(CLI::Range(1, 65535));
   app.add_option("--start", o.start, "MQTT_TOPIC_START of the target");
   app.add_option("--id", o.id, "MQTT_TOPIC_ID of the target");
-  app.add_option("--mix", o.mix, "request kinds, round robin: get, post, bin")->delimiter(',');
+  app.add_option("--mix", o.mix, "request kinds, round robin: get, post, bin, slow")
+      ->delimiter(',');
   app.add_option("--burst", o.burst, "publish N requests at once, then wait -d seconds")
       ->check(CLI::Range(0, 1000000));
   app.add_option("--probe", o.probe_s, "first wait up to N s for one valid reply");

@@ -82,13 +82,13 @@ void PahoClient::on_lost(void* context, char* cause) {
   if (cause) MQTTAsync_free(cause);
 }
 
-void PahoClient::on_connect(void* context, char* cause) {
+// `cause` is a string constant of Paho's ("automatic reconnect"): not ours to free.
+void PahoClient::on_connect(void* context, char*) {
   auto* self = static_cast<PahoClient*>(context);
   // A new socket after each reconnect: Nagle off again.
   if (self->nodelay_) set_tcp_nodelay_to_port(self->port_);
   ++self->connects_;
   if (self->on_connected_) self->on_connected_();
-  if (cause) MQTTAsync_free(cause);
 }
 
 void PahoClient::on_delivered(void* context, MQTTAsync_successData*) {

@@ -41,18 +41,6 @@ start_broker() {
     die "mosquitto did not start: $(cat "$tmp/mosquitto.log")"
 }
 
-start_slow_api() {
-  "$SLOW_API" --delay-ms "$SLOW_DELAY_MS" --threads 128 >"$tmp/slow-api.log" 2>&1 &
-  pids+=($!)
-  local i
-  for ((i = 0; i < 100; i++)); do
-    slow_port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$tmp/slow-api.log" 2>/dev/null || true)
-    [[ -n $slow_port ]] && return 0
-    sleep 0.1
-  done
-  die "hom-slow-api did not start: $(cat "$tmp/slow-api.log")"
-}
-
 # Waits until the responder on topic id $1 answers a request correctly.
 probe() {
   "$LOADGEN" --port "$broker_port" --id "$1" -q 1 -d 0 --probe 20 >/dev/null ||
@@ -136,7 +124,7 @@ log "hom bench: DURATION=${DURATION}s per cell, REPEAT=$REPEAT; load average bef
 log "$("$HOMD" --version), $("$MOSQUITTO" -h 2>&1 | head -1), $("$NGINX" -v 2>&1)"
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 start_broker
-start_nginx
+start_nginx ""  # no /slow/
 start_echo
 
 median=""
@@ -205,7 +193,7 @@ echo "| ---: | ---: | ---: | ---: | :---: | ---: | ---: | ---: | ---: | ---: |"
 printf '%s\n' "${srows[@]}"
 
 # --- slow API --------------------------------------------------------------------------------
-start_slow_api
+start_slow_api "$SLOW_DELAY_MS"
 api_port=$slow_port  # homd started from here on calls the slow API
 ideal=$(awk -v d="$SLOW_DELAY_MS" 'BEGIN {printf "%.0f", 64 / (d / 1000)}')
 echo
