@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   # toolchain (dpkg-dev: the .deb)
-  build-essential dpkg-dev cmake ninja-build pkg-config clang-format
+  build-essential dpkg-dev cmake clang libclang-rt-14-dev ninja-build pkg-config clang-format
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
   libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev

@@ -39,6 +39,9 @@ struct RequestOptions {
 // message on a malformed header or parameter.
 nlohmann::json build_payload(const RequestOptions& options);
 
+// The reply's status when it is an integer from 0 to 999, else 0 (a reply is untrusted).
+int reply_status(const nlohmann::json& reply);
+
 // 0 for 1xx-3xx, 22 for >= 400.
 int exit_code_for_status(int status);
 

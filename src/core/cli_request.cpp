@@ -1,6 +1,7 @@
 #include "hom/cli_request.hpp"
 
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <stdexcept>
 
@@ -45,13 +46,22 @@ json build_payload(const RequestOptions& o) {
   if (bodies > 1) throw std::invalid_argument("use only one of -d, --data-raw and --data-binary");
   if (o.data) {
     auto parsed = parse_json(*o.data);
-    payload["body"] = parsed ? std::move(*parsed) : json(*o.data);
+    if (parsed) {
+      payload["body"] = std::move(*parsed);
+    } else if (is_valid_utf8(*o.data)) {
+      payload["body"] = *o.data;
+    } else {
+      payload["body_base64"] = base64_encode(*o.data);  // bytes that are not text
+    }
   } else if (o.data_raw) {
+    if (!is_valid_utf8(*o.data_raw))
+      throw std::invalid_argument("--data-raw is not valid UTF-8 (use --data-binary)");
     payload["body"] = *o.data_raw;
   } else if (o.data_binary) {
     payload["body_base64"] = base64_encode(*o.data_binary);
   }
   for (const auto& header : o.headers) {
+    if (!is_valid_utf8(header)) throw std::invalid_argument("a header is not valid UTF-8");
     const auto colon = header.find(':');
     if (colon == std::string::npos || colon == 0)
       throw std::invalid_argument("header '" + header + "' is not 'Name: value'");
@@ -62,6 +72,7 @@ json build_payload(const RequestOptions& o) {
     payload["headers"][name] = value;
   }
   for (const auto& param : o.params) {
+    if (!is_valid_utf8(param)) throw std::invalid_argument("a parameter is not valid UTF-8");
     const auto eq = param.find('=');
     if (eq == std::string::npos || eq == 0)
       throw std::invalid_argument("parameter '" + param + "' is not 'name=value'");
@@ -77,6 +88,20 @@ json build_payload(const RequestOptions& o) {
   if (o.timeout) payload["timeout_ms"] = o.timeout->count();
   if (o.include_headers) payload["include_headers"] = true;
   return payload;
+}
+
+int reply_status(const json& reply) {
+  const auto it = reply.find("status");
+  if (it == reply.end()) return 0;
+  if (it->is_number_unsigned()) {
+    const auto v = it->get<std::uint64_t>();
+    return v <= 999 ? static_cast<int>(v) : 0;
+  }
+  if (it->is_number_integer()) {
+    const auto v = it->get<std::int64_t>();
+    return v >= 0 && v <= 999 ? static_cast<int>(v) : 0;
+  }
+  return 0;
 }
 
 int exit_code_for_status(int status) {
@@ -96,11 +121,12 @@ std::string content_bytes(const json& reply) {
 }
 
 std::string status_and_headers(const json& reply) {
-  std::string out = "HTTP/1.1 " + std::to_string(reply.value("status", 0)) + "\r\n";
+  std::string out = "HTTP/1.1 " + std::to_string(reply_status(reply)) + "\r\n";
   if (const auto headers = reply.find("headers"); headers != reply.end() && headers->is_object()) {
     for (const auto& [name, value] : headers->items()) {
       if (value.is_array()) {
-        for (const auto& v : value) out += name + ": " + v.get<std::string>() + "\r\n";
+        for (const auto& v : value)
+          if (v.is_string()) out += name + ": " + v.get<std::string>() + "\r\n";
       } else if (value.is_string()) {
         out += name + ": " + value.get<std::string>() + "\r\n";
       }

@@ -63,7 +63,9 @@ bool has_dot_segment(std::string_view decoded) {
   while (start <= decoded.size()) {
     std::size_t end = decoded.find_first_of("/\\", start);
     if (end == std::string_view::npos) end = decoded.size();
-    const std::string_view piece = decoded.substr(start, end - start);
+    std::string_view piece = decoded.substr(start, end - start);
+    // "..;x" is ".." to servers that strip path parameters (Tomcat, Jetty).
+    piece = piece.substr(0, piece.find(';'));
     if (piece == "." || piece == "..") return true;
     start = end + 1;
   }
@@ -103,16 +105,25 @@ bool segment_match(std::string_view pattern, std::string_view text) {
   return p == pattern.size();
 }
 
-bool segments_match(const std::vector<std::string_view>& pat, std::size_t i,
-                    const std::vector<std::string_view>& segs, std::size_t j) {
-  if (i == pat.size()) return j == segs.size();
-  if (pat[i] == "**") {
-    for (std::size_t k = j; k <= segs.size(); ++k)
-      if (segments_match(pat, i + 1, segs, k)) return true;
-    return false;
+// Dynamic programming over (pattern segment, path segment): O(P x S) whatever the number
+// of "**" (a backtracking matcher is exponential in them, and this runs on every request).
+bool segments_match(const std::vector<std::string_view>& pat,
+                    const std::vector<std::string_view>& segs) {
+  const std::size_t n = segs.size();
+  // next[j]: pattern segments i+1.. match path segments j..
+  std::vector<char> next(n + 1, 0), cur(n + 1, 0);
+  next[n] = 1;  // the empty pattern matches the empty rest
+  for (std::size_t i = pat.size(); i-- > 0;) {
+    if (pat[i] == "**") {
+      cur[n] = next[n];
+      for (std::size_t j = n; j-- > 0;) cur[j] = next[j] || cur[j + 1];
+    } else {
+      cur[n] = 0;
+      for (std::size_t j = 0; j < n; ++j) cur[j] = segment_match(pat[i], segs[j]) && next[j + 1];
+    }
+    std::swap(cur, next);
   }
-  if (j == segs.size() || !segment_match(pat[i], segs[j])) return false;
-  return segments_match(pat, i + 1, segs, j + 1);
+  return next[0] != 0;
 }
 
 struct UrlDeleter {
@@ -204,7 +215,7 @@ std::optional<std::string> normalise_path(std::string_view raw, std::string& err
 }
 
 bool glob_match(std::string_view pattern, std::string_view path) {
-  return segments_match(split(pattern, '/'), 0, split(path, '/'), 0);
+  return segments_match(split(pattern, '/'), split(path, '/'));
 }
 
 bool path_allowed(const std::vector<std::string>& globs, std::string_view path) {

@@ -23,8 +23,11 @@ std::optional<Presence> parse_presence(std::string_view payload) {
   Presence p;
   p.online = online->get<bool>();
   if (const auto v = doc.find("version"); v != doc.end() && v->is_string()) p.version = *v;
-  if (const auto s = doc.find("since"); s != doc.end() && s->is_number_integer())
-    p.since = s->get<std::int64_t>();
+  if (const auto s = doc.find("since"); s != doc.end() && s->is_number_integer()) {
+    const bool fits = !s->is_number_unsigned() ||
+                      s->get<std::uint64_t>() <= static_cast<std::uint64_t>(INT64_MAX);
+    if (fits) p.since = s->get<std::int64_t>();
+  }
   return p;
 }
 

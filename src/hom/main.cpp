@@ -213,7 +213,7 @@ int main(int argc, char** argv) {
         break;
     }
     const auto& reply = result.reply;
-    const int status = reply.value("status", 0);
+    const int status = hom::reply_status(reply);
     if (whole_json) {
       std::cout << reply.dump() << "\n";
     } else {
@@ -224,7 +224,7 @@ int main(int argc, char** argv) {
         if (!(f << content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
       } else {
         std::cout << content;
-        const auto& c = reply["content"];
+        const auto c = reply.value("content", nlohmann::json());
         if (!c.is_string() && !c.is_null()) std::cout << "\n";
       }
     }

@@ -103,3 +103,37 @@ TEST(StatusAndHeaders, CurlIStyle) {
 
 }  // namespace
 }  // namespace hom
+
+namespace hom {
+namespace {
+
+using nlohmann::json;
+
+// Found by fuzz_cli: bytes that are not UTF-8 made json::dump() throw inside hom.
+TEST(BuildPayload, DataThatIsNotUtf8GoesAsBase64AndHeadersMustBeUtf8) {
+  RequestOptions o;
+  o.data = "\xFE";
+  const auto p = build_payload(o);
+  EXPECT_EQ(p["body_base64"], "/g==");
+  EXPECT_NO_THROW((void)p.dump());
+  o.data.reset();
+  o.headers = {"X-A: \xFE"};
+  EXPECT_THROW(build_payload(o), std::invalid_argument);
+  o.headers.clear();
+  o.params = {"q=\xFE"};
+  EXPECT_THROW(build_payload(o), std::invalid_argument);
+}
+
+// Found by fuzz_cli: a reply is untrusted; odd types must not throw or overflow.
+TEST(ReplyStatus, OnlyIntegersInRange) {
+  EXPECT_EQ(reply_status(json::parse(R"({"status":201})")), 201);
+  EXPECT_EQ(reply_status(json::parse(R"({"status":"200"})")), 0);
+  EXPECT_EQ(reply_status(json::parse(R"({"status":1e10})")), 0);
+  EXPECT_EQ(reply_status(json::parse(R"({"status":99999999999})")), 0);
+  EXPECT_EQ(reply_status(json::parse(R"({"status":-1})")), 0);
+  EXPECT_EQ(reply_status(json::parse(R"({})")), 0);
+  EXPECT_NO_THROW(status_and_headers(json::parse(R"({"status":200,"headers":{"x-a":[1]}})")));
+}
+
+}  // namespace
+}  // namespace hom

@@ -346,3 +346,23 @@ TEST(BuildUrl, DotDotNeverLeavesTheBasePath) {
 }
 
 }  // namespace
+
+namespace {
+// "..;" is ".." to servers that strip path parameters.
+TEST(NormalisePathHardening, DotDotWithPathParameterIsRefused) {
+  std::string error;
+  EXPECT_FALSE(hom::normalise_path("a/..;/b", error));
+  EXPECT_FALSE(hom::normalise_path("a/%2e%2e;x/b", error));
+  EXPECT_TRUE(hom::normalise_path("a/b;v=1/c", error));
+}
+
+// Several "**" in one pattern: matched in O(patterns x segments), not by backtracking.
+TEST(GlobMatchMany, SeveralDoubleStars) {
+  std::string long_path;
+  for (int i = 0; i < 20000; ++i) long_path += "/a";
+  EXPECT_FALSE(hom::glob_match("/**/a/**/a/**/b", long_path));
+  EXPECT_TRUE(hom::glob_match("/**/a/**/a/**/b", long_path + "/b"));
+  EXPECT_TRUE(hom::glob_match("/x/**/y/**", "/x/1/2/y"));
+  EXPECT_FALSE(hom::glob_match("/x/**/y/**", "/x/1/2/z"));
+}
+}  // namespace

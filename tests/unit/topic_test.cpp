@@ -1,5 +1,6 @@
 // Topics: the request filter, parsing request topics and mirroring them, SPEC §2 "Topics".
 #include "hom/topic.hpp"
+#include "hom/presence.hpp"
 
 #include <algorithm>
 #include <optional>
@@ -218,4 +219,15 @@ TEST(Topics, RequestTopicRoundTrips) {
   }
 }
 
+}  // namespace
+
+namespace {
+// Found by fuzz_cli: an unsigned "since" above INT64_MAX wrapped to a negative time.
+TEST(Presence, SinceOutOfRangeIsIgnored) {
+  const auto p = hom::parse_presence(R"({"online":true,"since":9223372036854775808})");
+  ASSERT_TRUE(p);
+  EXPECT_FALSE(p->since.has_value());
+  EXPECT_EQ(hom::parse_presence(R"({"online":true,"since":1700000000})")->since, 1700000000);
+  EXPECT_FALSE(hom::parse_presence(std::string("{\"online\":true}\0x", 17)));
+}
 }  // namespace
