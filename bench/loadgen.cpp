@@ -54,7 +54,7 @@ struct Options {
   double grace_s = 60;       // after -d: how long replies are still waited for
   double progress_s = 0;     // a progress line on stderr every N s; 0: none
   std::string client_id;     // empty: hom-soak-<nonce>
-  int list_lost = 20;        // lost requests listed on stderr, at most
+  int list = 20;             // lost and duplicated requests listed on stderr, at most
 };
 
 // One kind of request: where it goes, what it carries, what must come back.
@@ -648,6 +648,11 @@ class Soak {
     if (r.replies > 1) {
       ++n_.duplicate_replies;
       if (r.replies == 2) ++n_.duplicated;
+      if (extra_replies_.size() < static_cast<std::size_t>(o_.list))
+        extra_replies_.push_back(
+            {s, seq,
+             static_cast<std::uint32_t>(
+                 std::chrono::duration_cast<std::chrono::milliseconds>(now - started_).count())});
       return;
     }
     ++n_.answered;
@@ -718,7 +723,7 @@ class Soak {
         ++lost;
         ++lost_qos[r.qos()];
         if (!(r.flags & kDelivered)) ++lost_unacked;
-        if (listed < o_.list_lost) {
+        if (listed < o_.list) {
           ++listed;
           std::fprintf(stderr,
                        "hom-loadgen: lost %s (%s, QoS %d) published at %.3f s, %s by the broker\n",
@@ -727,6 +732,14 @@ class Soak {
                        (r.flags & kDelivered) ? "acknowledged" : "NOT acknowledged");
         }
       }
+    }
+    for (const auto& e : extra_replies_) {
+      const Req& r = slots_[e.slot].reqs[e.seq];
+      std::fprintf(stderr,
+                   "hom-loadgen: duplicate %s (%s, QoS %d) published at %.3f s, answered again "
+                   "at %.3f s\n",
+                   req_id(e.slot, e.seq).c_str(), kinds_[r.kind()].name.c_str(), r.qos(),
+                   static_cast<double>(r.sent_ms) / 1e3, static_cast<double>(e.at_ms) / 1e3);
     }
     std::sort(latencies_us_.begin(), latencies_us_.end());
     const double window = std::chrono::duration<double>(to_duration(o_.duration_s)).count();
@@ -792,8 +805,14 @@ class Soak {
   std::mutex mu_;
   std::vector<Slot> slots_;                  // guarded by mu_
   std::vector<std::uint32_t> latencies_us_;  // guarded by mu_; first correct replies
-  Counts n_;                                 // guarded by mu_
-  bool closed_ = false;                      // guarded by mu_
+  struct ExtraReply {
+    std::size_t slot;
+    std::uint32_t seq;
+    std::uint32_t at_ms;  // since started_
+  };
+  std::vector<ExtraReply> extra_replies_;  // guarded by mu_; the first --list of them
+  Counts n_;                               // guarded by mu_
+  bool closed_ = false;                    // guarded by mu_
 };
 
 // Writes the files nginx serves (see fixtures.hpp) into `dir`.
@@ -857,7 +876,7 @@ int main(int argc, char** argv) {
   app.add_option("--progress", o.progress_s, "soak: a progress line on stderr every N s")
       ->check(CLI::Range(0.0, 3600.0));
   app.add_option("--client-id", o.client_id, "soak: MQTT client id (default hom-soak-<pid>...)");
-  app.add_option("--list-lost", o.list_lost, "soak: list at most N lost requests on stderr")
+  app.add_option("--list", o.list, "soak: list at most N lost and N duplicated requests on stderr")
       ->check(CLI::Range(0, 1000000));
   app.add_option("--write-fixtures", fixtures_dir, "write the API's files into DIR and exit");
   app.add_flag("--free-port", print_free_port, "print a free 127.0.0.1 TCP port and exit");
