@@ -701,6 +701,7 @@ class Soak {
     std::uint64_t sent = 0, not_sent = 0, once = 0, lost = 0, lost_unacked = 0, wrong = 0;
     std::uint64_t unconfirmed = 0, dup_qos[3] = {0, 0, 0}, sent_qos[3] = {0, 0, 0};
     std::uint64_t lost_qos[3] = {0, 0, 0};
+    std::vector<std::uint64_t> answered_kind(kinds_.size()), extra_kind(kinds_.size());
     int listed = 0;
     for (std::size_t s = 0; s < slots_.size(); ++s) {
       for (std::size_t q = 0; q < slots_[s].reqs.size(); ++q) {
@@ -711,6 +712,8 @@ class Soak {
           ++sent_qos[r.qos()];
           if (r.replies == 1) ++once;
           if (r.replies > 1) ++dup_qos[r.qos()];
+          ++answered_kind[r.kind()];
+          extra_kind[r.kind()] += r.replies - 1u;
           if (!(r.flags & (kDelivered | kNotSent))) ++unconfirmed;
           continue;
         }
@@ -745,12 +748,6 @@ class Soak {
     const double window = std::chrono::duration<double>(to_duration(o_.duration_s)).count();
     json qos_list = json::array();
     for (const int q : qos_) qos_list.push_back(q);
-    json by_qos = json::object();
-    for (int q = 0; q <= 2; ++q) {
-      if (std::find(qos_.begin(), qos_.end(), q) == qos_.end()) continue;
-      by_qos[std::to_string(q)] = {
-          {"sent", sent_qos[q]}, {"duplicates", dup_qos[q]}, {"lost", lost_qos[q]}};
-    }
     const json out = {
         {"mode", "soak"},
         {"qos", qos_list},
@@ -776,14 +773,27 @@ class Soak {
         {"unconfirmed", unconfirmed},
         {"refused", n_.refused},
         {"undelivered", n_.undelivered},
-        {"by_qos", by_qos},
         {"p50_us", percentile(latencies_us_, 0.50)},
         {"p99_us", percentile(latencies_us_, 0.99)},
         {"max_us", latencies_us_.empty() ? 0 : latencies_us_.back()},
         {"connects", connects_},
         {"connection_losses", losses_},
     };
-    std::cout << out.dump() << std::endl;
+    // Flat, every key once, so a shell reads it with sed: per QoS and per kind as
+    // "duplicates_qos2", "answered_get", "extra_replies_get" (replies beyond the first).
+    json flat = out;
+    for (int q = 0; q <= 2; ++q) {
+      if (std::find(qos_.begin(), qos_.end(), q) == qos_.end()) continue;
+      const std::string suffix = "_qos" + std::to_string(q);
+      flat["sent" + suffix] = sent_qos[q];
+      flat["duplicates" + suffix] = dup_qos[q];
+      flat["lost" + suffix] = lost_qos[q];
+    }
+    for (std::size_t k = 0; k < kinds_.size(); ++k) {
+      flat["answered_" + kinds_[k].name] = answered_kind[k];
+      flat["extra_replies_" + kinds_[k].name] = extra_kind[k];
+    }
+    std::cout << flat.dump() << std::endl;
     if (lost > static_cast<std::uint64_t>(listed))
       std::fprintf(stderr, "hom-loadgen: ... and %llu more lost\n",
                    static_cast<unsigned long long>(lost - listed));

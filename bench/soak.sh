@@ -11,8 +11,9 @@
 # SOAK_RATE (200 req/s), SOAK_CONC (8), SOAK_QOS ("1,2"), SOAK_MIX ("get,post,bin,slow"),
 # SOAK_SLOW_MS (50: the delay of "slow"), SOAK_GRACE (60), SOAK_WARMUP
 # (60, at most a quarter of SOAK_DURATION), HOMD_WORKERS (4), HOMD_LOG_LEVEL (warn),
-# BROKER_NODELAY (true), BUILD_DIR, KEEP_LOGS (keep the temporary directory; it is always
-# kept when the soak fails).
+# BROKER_NODELAY (true), BROKER_PERSISTENCE (true; false shows what the soak catches without
+# it), BUILD_DIR, KEEP_LOGS (keep the temporary directory; it is always kept when the soak
+# fails).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,6 +32,7 @@ SOAK_WARMUP=${SOAK_WARMUP:-$((SOAK_DURATION / 4 < 60 ? SOAK_DURATION / 4 : 60))}
 HOMD_WORKERS=${HOMD_WORKERS:-4}
 HOMD_LOG_LEVEL=${HOMD_LOG_LEVEL:-warn}
 BROKER_NODELAY=${BROKER_NODELAY:-true}
+BROKER_PERSISTENCE=${BROKER_PERSISTENCE:-true}
 BUILD_DIR=${BUILD_DIR:-$root/build-bench}
 KEEP_LOGS=${KEEP_LOGS:-}
 
@@ -40,6 +42,7 @@ source "$here/lib.sh"
 for v in SOAK_DURATION RESTART_EVERY SAMPLE_EVERY SOAK_CONC SOAK_GRACE SOAK_WARMUP SOAK_SLOW_MS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "$v must be a whole number of seconds (or clients)"
 done
+[[ $BROKER_PERSISTENCE =~ ^(true|false)$ ]] || die "BROKER_PERSISTENCE must be true or false"
 ((SOAK_DURATION >= 10)) || die "SOAK_DURATION must be at least 10 s"
 ((SAMPLE_EVERY >= 1)) || die "SAMPLE_EVERY must be at least 1 s"
 
@@ -61,7 +64,7 @@ if ((EUID == 0)) && id mosquitto >/dev/null 2>&1; then chown mosquitto "$tmp/bro
   cat <<EOF
 # Sessions, subscriptions and queued or in-flight QoS 1/2 messages are written to disk when
 # the broker stops (SIGTERM) and read back when it starts.
-persistence true
+persistence $BROKER_PERSISTENCE
 persistence_location $tmp/broker/
 autosave_interval 1800
 log_type notice
@@ -87,7 +90,8 @@ restart_broker() {
   stop_pid "$broker_pid"
   ((stop_killed)) && broker_kills=$((broker_kills + 1))
   ((stop_status == 0 || stop_killed)) || broker_bad_exits=$((broker_bad_exits + 1))
-  [[ -s $tmp/broker/mosquitto.db ]] || log "$prog: no persistence file after the broker stopped"
+  [[ $BROKER_PERSISTENCE == false || -s $tmp/broker/mosquitto.db ]] ||
+    log "$prog: no persistence file after the broker stopped"
   for ((attempt = 1; ; attempt++)); do
     start_mosquitto "$tmp/mosquitto.conf" "$broker_log" "$broker_port" && break
     alive "$broker_pid" && stop_pid "$broker_pid"
@@ -134,8 +138,8 @@ samples=$tmp/samples.tsv  # t_s rss_kb fds threads
 : >"$samples"
 homd_died=""
 
-# jget KEY JSON: a number (or true/false) from a flat JSON line.
-jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" <<<"$2"; }
+# jget KEY JSON: a number (or true/false) from a flat JSON line (each key once).
+jget() { sed -n "s/.*[{,]\"$1\":\([^,}]*\).*/\1/p" <<<"$2"; }
 
 # take_sample T [LABEL]
 take_sample() {
@@ -193,10 +197,8 @@ cpu1=$cpu0
 j=$(cat "$loadgen_out")
 [[ -n $j ]] || { keep_tmp=1; die "the load generator printed no result: $(tail -5 "$loadgen_err")"; }
 n() { local v; v=$(jget "$1" "$j"); echo "${v:-0}"; }
-dup_q2=$(sed -n 's/.*"2":{"duplicates":\([0-9]*\).*/\1/p' <<<"$j")
-dup_q2=${dup_q2:-0}
-dup_q1=$(sed -n 's/.*"1":{"duplicates":\([0-9]*\).*/\1/p' <<<"$j")
-dup_q1=${dup_q1:-0}
+dup_q1=$(n duplicates_qos1)
+dup_q2=$(n duplicates_qos2)
 
 # flat NAME COLUMN TOLERANCE MODE: statistics of one column of the samples after the warm-up
 # and up to the end of the load. MODE "pct": the last third's average within TOLERANCE % of
@@ -234,7 +236,7 @@ down_avg=$(awk -v s="$down_sum" -v n="$restarts" 'BEGIN {printf "%.2f", (n > 0 ?
 echo
 echo "## Soak: $(date -u +%Y-%m-%d), ${SOAK_DURATION} s, broker restarted every ${RESTART_EVERY} s"
 echo
-echo "Load: ${SOAK_RATE} req/s (c=$SOAK_CONC, request QoS $SOAK_QOS in turn, replies at QoS 2; kinds $SOAK_MIX in turn, slow = ${SOAK_SLOW_MS} ms), ${SOAK_GRACE} s grace for late replies. homd: WORKERS=$HOMD_WORKERS, persistent session. $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
+echo "Load: ${SOAK_RATE} req/s (c=$SOAK_CONC, request QoS $SOAK_QOS in turn, replies at QoS 2; kinds $SOAK_MIX in turn, slow = ${SOAK_SLOW_MS} ms), ${SOAK_GRACE} s grace for late replies. homd: WORKERS=$HOMD_WORKERS, persistent session. Broker persistence: $BROKER_PERSISTENCE. $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at the end."
 echo
 echo "| requests | count |"
 echo "| --- | ---: |"
