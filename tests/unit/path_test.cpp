@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "unit/show.hpp"
+
 namespace {
 
 using hom::build_url;
@@ -18,20 +20,7 @@ using hom::path_allowed;
 using hom::percent_decode;
 using hom::percent_encode;
 
-// Shows control and non-ASCII bytes as \xNN in failure messages.
-std::string show(std::string_view s) {
-  std::string out;
-  for (unsigned char ch : s) {
-    if (ch < 0x20 || ch >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", ch);
-      out += buf;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out;
-}
+using hom::test::show;
 
 TEST(NormalisePath, DotSegmentsInAnySpellingAreRefused) {
   const std::vector<std::string> cases = {

@@ -11,7 +11,9 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include "unit/show.hpp"
 
 #include "hom/config.hpp"
 
@@ -41,20 +43,7 @@ const RequestPolicy& policy() {
   return p;
 }
 
-std::string show(std::string_view s) {
-  std::string out;
-  for (unsigned char ch : s) {
-    if (ch < 0x20 || ch >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", ch);
-      out += buf;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out.size() > 300 ? out.substr(0, 300) + "...(" + std::to_string(s.size()) + " bytes)"
-                          : out;
-}
+using hom::test::show;
 
 std::string lower(std::string s) {
   for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));

@@ -10,7 +10,9 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+
 #include <nlohmann/json.hpp>
+#include "unit/show.hpp"
 
 #include "hom/base64.hpp"
 
@@ -25,19 +27,7 @@ using hom::Response;
 using hom::to_json;
 using nlohmann::json;
 
-std::string show(std::string_view s) {
-  std::string out;
-  for (unsigned char ch : s) {
-    if (ch < 0x20 || ch >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02X", ch);
-      out += buf;
-    } else {
-      out += static_cast<char>(ch);
-    }
-  }
-  return out.size() > 200 ? out.substr(0, 200) + "..." : out;
-}
+using hom::test::show;
 
 Response http_response(int status, std::string body) {
   Response r;
