@@ -34,6 +34,10 @@ std::string to_json(const Response& response);
 // True when `bytes` is well-formed UTF-8 (no overlongs, no surrogates).
 bool is_valid_utf8(std::string_view bytes);
 
+// `bytes` with every byte that starts no well-formed sequence replaced by U+FFFD; valid
+// UTF-8 comes back unchanged.
+std::string to_valid_utf8(std::string_view bytes);
+
 // Max JSON nesting depth of a document, counted without parsing it (strings skipped).
 // Stops counting once `limit` is exceeded and returns limit + 1.
 int json_depth(std::string_view text, int limit);

@@ -25,6 +25,7 @@ using hom::is_valid_utf8;
 using hom::json_depth;
 using hom::Response;
 using hom::to_json;
+using hom::to_valid_utf8;
 using nlohmann::json;
 
 using hom::test::show;
@@ -179,6 +180,42 @@ TEST(ToJson, NonUtf8HeaderValuesStillGiveJson) {
   const json doc = json::parse(text, nullptr, false);
   EXPECT_FALSE(doc.is_discarded()) << show(text);
   EXPECT_TRUE(doc.contains("headers"));
+}
+
+TEST(ToJson, HeaderNamesThatDifferOnlyInBadBytesAreOneHeader) {
+  // Found by fuzz_response: "\xFEa" and "\uFFFDa" once gave two identical keys in one object.
+  const std::string replacement = "\xEF\xBF\xBD";  // U+FFFD
+  Response r = http_response(200, "x");
+  r.include_headers = true;
+  r.headers = {{replacement + "a", "1"},
+               {"\xFF" + std::string("a"), "2"},
+               {"\xFE" + std::string("a"), "3\xFF"}};
+  const std::string text = to_json(r);
+  const std::string key = '"' + replacement + "a\"";
+  EXPECT_EQ(text.find(key), text.rfind(key)) << show(text);
+  EXPECT_EQ(reply(r).at("headers"), json({{replacement + "a", "1, 2, 3" + replacement}}))
+      << show(text);
+}
+
+TEST(ToValidUtf8, ReplacesEachBadByteAndKeepsTheRest) {
+  struct Case {
+    std::string in;
+    std::string out;
+  };
+  const std::vector<Case> cases = {
+      {"", ""},
+      {"plain", "plain"},
+      {"caf\xC3\xA9 \xF0\x9F\x98\x80", "caf\xC3\xA9 \xF0\x9F\x98\x80"},
+      {"caf\xE9", "caf\xEF\xBF\xBD"},
+      {"\xC0\xAF", "\xEF\xBF\xBD\xEF\xBF\xBD"},                  // overlong '/'
+      {"\xED\xA0\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},  // surrogate
+      {"a\xE2\x82", "a\xEF\xBF\xBD\xEF\xBF\xBD"},                // truncated
+      {std::string("n\0ul", 4), std::string("n\0ul", 4)},
+  };
+  for (const auto& c : cases) {
+    EXPECT_EQ(to_valid_utf8(c.in), c.out) << show(c.in);
+    EXPECT_TRUE(is_valid_utf8(to_valid_utf8(c.in))) << show(c.in);
+  }
 }
 
 TEST(ToJson, AlwaysValidJson) {
