@@ -34,6 +34,8 @@ build() {
   LOADGEN=$BUILD_DIR/bench/hom-loadgen
   ECHO=$BUILD_DIR/bench/hom-echo
   SLOW_API=$BUILD_DIR/bench/hom-slow-api
+  HTTP_FLOOR=$BUILD_DIR/bench/hom-http-floor
+  RSS_FLOOR=$BUILD_DIR/bench/hom-rss-floor
 }
 
 # --- processes ---------------------------------------------------------------------------

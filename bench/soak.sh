@@ -112,8 +112,8 @@ start_slow_api "$SOAK_SLOW_MS"
 start_nginx "$slow_port"
 homd_id=bench-soak
 homd_log=$tmp/homd.log
-env -i PATH="$PATH" MQTT_HOST=127.0.0.1 MQTT_PORT="$broker_port" MQTT_TLS=off \
-  MQTT_TOPIC_ID="$homd_id" MQTT_CLEAN_SESSION=0 HTTP_BASE_URL="http://127.0.0.1:$api_port/" \
+env -i PATH="$PATH" GNUTLS_NO_IMPLICIT_INIT=1 MQTT_HOST=127.0.0.1 MQTT_PORT="$broker_port" \
+  MQTT_TLS=off MQTT_TOPIC_ID="$homd_id" MQTT_CLEAN_SESSION=0 HTTP_BASE_URL="http://127.0.0.1:$api_port/" \
   LOG_LEVEL="$HOMD_LOG_LEVEL" WORKERS="$HOMD_WORKERS" "$HOMD" >"$homd_log" 2>&1 &
 homd_pid=$!
 pids+=("$homd_pid")

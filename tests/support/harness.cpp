@@ -780,10 +780,15 @@ bool MqttClient::connected() const { return client_->is_connected(); }
 
 Homd::Homd(int mqtt_port, const std::string& http_base_url, const Env& overrides)
     : start_("hom-it/" + std::to_string(::getpid())), id_(unique_name("dev-")) {
-  env_ = {{"MQTT_HOST", "127.0.0.1"}, {"MQTT_PORT", std::to_string(mqtt_port)},
-          {"MQTT_TLS", "off"},        {"MQTT_TOPIC_START", start_},
-          {"MQTT_TOPIC_ID", id_},     {"HTTP_BASE_URL", http_base_url},
-          {"LOG_LEVEL", "debug"}};
+  env_ = {{"MQTT_HOST", "127.0.0.1"},
+          {"MQTT_PORT", std::to_string(mqtt_port)},
+          {"MQTT_TLS", "off"},
+          {"MQTT_TOPIC_START", start_},
+          {"MQTT_TOPIC_ID", id_},
+          {"HTTP_BASE_URL", http_base_url},
+          {"LOG_LEVEL", "debug"},
+          // As systemd/homd.service runs it.
+          {"GNUTLS_NO_IMPLICIT_INIT", "1"}};
   for (const auto& [name, value] : overrides) env_[name] = value;
   start_ = env_["MQTT_TOPIC_START"];
   id_ = env_["MQTT_TOPIC_ID"];
