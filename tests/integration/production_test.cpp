@@ -7,6 +7,8 @@
 
 #include <map>
 #include <set>
+#include <sstream>
+#include <string>
 
 #include <gtest/gtest.h>
 
@@ -336,6 +338,17 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
       std::printf("duplicate: %s answered %dx; homd executed %d calls, API saw %zu\n",
                   req_id.c_str(), n, homd.process().count_in_log("GET gps/latitude -> 200"),
                   api.count("/gps/latitude"));
+    }
+  }
+  if (duplicates > 0) {
+    // For the next occurrence: the broker's redeliveries (DUP flag) and reused message ids.
+    std::istringstream log(broker.log());
+    int shown = 0;
+    for (std::string line; std::getline(log, line) && shown < 60;) {
+      if (line.find("(d1") != std::string::npos || line.find("Reused") != std::string::npos) {
+        std::printf("broker: %s\n", line.c_str());
+        ++shown;
+      }
     }
   }
   EXPECT_LE(duplicates, kCycles);
