@@ -153,7 +153,7 @@ echo "env ${homd_env[*]} build/homd"
 env "${unset_args[@]}" "${homd_env[@]}" "$build_dir/homd" >"$workdir/homd.log" 2>&1 &
 pids+=($!)
 homd_pid=${pids[-1]}
-wait_for "homd" "$homd_pid" 20 grep -q "subscribed to" "$workdir/homd.log"
+wait_for "homd" "$homd_pid" 20 grep -qs "subscribed to" "$workdir/homd.log"
 grep "subscribed to" "$workdir/homd.log" | head -n 1
 
 # --- 5. the two examples of the original HttpOverMqtt README, through hom -------------
