@@ -6,6 +6,8 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <stdexcept>
+#include <string>
 
 #include <mqtt/async_client.h>
 
@@ -20,6 +22,10 @@ namespace {
 constexpr auto kMinBackoff = std::chrono::seconds(1);
 constexpr auto kMaxBackoff = std::chrono::seconds(60);
 constexpr auto kConnectTimeout = std::chrono::seconds(10);
+// Longest wait for the broker's answer to CONNECT (Paho's own timeout is kConnectTimeout)
+// or SUBSCRIBE.
+constexpr auto kTokenTimeout = std::chrono::seconds(15);
+constexpr auto kTokenPoll = std::chrono::milliseconds(100);
 // Replies produced while the broker is away wait in Paho's buffer up to this many.
 constexpr int kMaxBuffered = 100000;
 // Paho refuses to publish past its in-flight window; replies must never be refused for that.
@@ -127,16 +133,29 @@ struct MqttLink::Impl : public virtual mqtt::callback {
     woken = false;
   }
 
-  void connect_and_subscribe() {
+  // Waits for a token, but never for ever: an answer that does not come (a broker going
+  // away half-way through) must end in a reconnect, and a stop request must not wait for
+  // it at all (systemd and the SIGTERM drain have their own deadlines).
+  static void await(const mqtt::token_ptr& tok, const char* what, const std::atomic<bool>& stop) {
+    const auto end = std::chrono::steady_clock::now() + kTokenTimeout;
+    while (!tok->wait_for(kTokenPoll)) {
+      if (stop) throw std::runtime_error(std::string("stopping while waiting for the ") + what);
+      if (std::chrono::steady_clock::now() >= end)
+        throw std::runtime_error(std::string("the broker did not answer the ") + what + " within " +
+                                 std::to_string(kTokenTimeout.count()) + " s");
+    }
+  }
+
+  void connect_and_subscribe(const std::atomic<bool>& stop) {
     try {
-      client->connect(connect_options)->wait();
+      await(client->connect(connect_options), "CONNECT", stop);
     } catch (const mqtt::exception& e) {
       if (config.mqtt.version != MqttVersion::kAuto || mqtt_version != MQTTVERSION_5 ||
           !is_version_refusal(e))
         throw;
       spdlog::warn("the broker refused MQTT 5 ({}); falling back to MQTT 3.1.1", e.what());
       make_client(MQTTVERSION_3_1_1);
-      client->connect(connect_options)->wait();
+      await(client->connect(connect_options), "CONNECT", stop);
     }
     mqtt::token_ptr tok;
     if (mqtt_version == MQTTVERSION_5) {
@@ -147,7 +166,7 @@ struct MqttLink::Impl : public virtual mqtt::callback {
     } else {
       tok = client->subscribe(filter, 2);
     }
-    tok->wait();
+    await(tok, "SUBSCRIBE", stop);
     const mqtt::subscribe_response response = tok->get_subscribe_response();
     const std::vector<mqtt::ReasonCode> codes = response.get_reason_codes();
     // Paho C++ 1.2 can hand back an uninitialised code for a 3.1.1 single-topic SUBACK: only
@@ -212,7 +231,7 @@ void MqttLink::run(const std::atomic<bool>& stop, const std::function<void()>& t
         std::lock_guard<std::mutex> lock(s.mu);
         s.lost = false;
       }
-      s.connect_and_subscribe();
+      s.connect_and_subscribe(stop);
       spdlog::info("connected to {} as {} (MQTT {}); subscribed to {}", s.config.mqtt.server_uri,
                    s.config.mqtt.client_id, s.mqtt_version == MQTTVERSION_5 ? "5" : "3.1.1",
                    s.filter);

@@ -326,10 +326,15 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   });
   EXPECT_TRUE(all) << answers.size() << " of " << kCycles * kPerCycle << " answered\n"
                    << homd.log_tail();
-  // Exactly once is what QoS 2 promises, but across a broker restart it also depends on
-  // what Mosquitto saved of each QoS 2 exchange at SIGTERM: in about 1 run in 25 on a
-  // loaded machine one request was answered twice (source not yet pinned down: broker
-  // persistence or homd). Duplicates are reported, and bounded by one per restart.
+  // Exactly once is what QoS 2 promises. Mosquitto 2.0.11 with persistence breaks it across
+  // a restart: a QoS 2 exchange caught after the PUBREC (the broker's PUBREL already sent)
+  // is resent after the restart as a whole PUBLISH with the DUP flag. Paho has completed
+  // that exchange and, for QoS 2, does not pass the DUP flag on, so homd gets it as a new
+  // request: executed and answered twice (seen in the broker's log, printed below; about
+  // 1 run in 60, more under load). A 3.1.1 requester like this one cannot be protected;
+  // an MQTT 5 one with Correlation Data is answered from the reply cache instead. So each
+  // duplicate must be explained by such a redelivery from the broker, to homd or to this
+  // client: homd must never duplicate on its own.
   int duplicates = 0;
   for (const auto& [req_id, n] : answers) {
     EXPECT_GE(n, 1) << req_id;
@@ -340,18 +345,16 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
                   api.count("/gps/latitude"));
     }
   }
-  if (duplicates > 0) {
-    // For the next occurrence: the broker's redeliveries (DUP flag) and reused message ids.
-    std::istringstream log(broker.log());
-    int shown = 0;
-    for (std::string line; std::getline(log, line) && shown < 60;) {
-      if (line.find("(d1") != std::string::npos || line.find("Reused") != std::string::npos) {
-        std::printf("broker: %s\n", line.c_str());
-        ++shown;
-      }
-    }
+  int redeliveries = 0;  // PUBLISH packets the broker sent again, DUP flag set
+  std::istringstream log(broker.log());
+  for (std::string line; std::getline(log, line);) {
+    if (line.find("Sending PUBLISH to ") == std::string::npos ||
+        line.find("(d1, q2") == std::string::npos)
+      continue;
+    ++redeliveries;
+    if (duplicates > 0) std::printf("broker: %s\n", line.c_str());
   }
-  EXPECT_LE(duplicates, kCycles);
+  EXPECT_LE(duplicates, redeliveries) << "a duplicate reply the broker did not cause";
   lock.unlock();
   client.disconnect()->wait();
 }
