@@ -10,31 +10,9 @@
 #include <string>
 
 #include "hom/config.hpp"
-#include "hom/request.hpp"
+#include "hom/message.hpp"
 
 namespace hom {
-
-struct InboundMessage {
-  std::string topic;
-  std::string payload;
-  bool retained = false;
-  MessageProperties properties;  // MQTT 5 only
-};
-
-struct OutboundMessage {
-  std::string topic;
-  std::string payload;
-  int qos = 2;
-  std::optional<std::string> correlation_data;  // MQTT 5 only
-  std::optional<std::uint32_t> expiry_s;        // MQTT 5 only
-};
-
-// Where replies go. Implementations are thread-safe and never block the caller for long.
-class Publisher {
- public:
-  virtual ~Publisher() = default;
-  virtual void publish(OutboundMessage message) = 0;
-};
 
 // Paho async client wrapper. publish() is safe from any thread, including while the broker
 // is away (the reply is buffered and sent after the reconnect). The message handler runs on
@@ -61,6 +39,7 @@ class MqttLink : public Publisher {
 
   // MQTT 5 replies carry Content Type application/json and the given properties.
   void publish(OutboundMessage message) override;
+  bool fits(const OutboundMessage& message) const override;
   bool connected() const;
   // True once connected with MQTT 5 (after an `auto` fallback: false).
   bool mqtt5() const;

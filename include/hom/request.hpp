@@ -12,17 +12,11 @@
 #include <nlohmann/json.hpp>
 
 #include "hom/config.hpp"
+#include "hom/message.hpp"
 #include "hom/response.hpp"
 #include "hom/topic.hpp"
 
 namespace hom {
-
-// MQTT 5 properties of a request message.
-struct MessageProperties {
-  std::optional<std::string> response_topic;
-  std::optional<std::string> correlation_data;
-  std::optional<std::uint32_t> expiry_s;  // Message Expiry Interval as received (time left)
-};
 
 // What parse_request() needs from the configuration.
 struct RequestPolicy {

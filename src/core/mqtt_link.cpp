@@ -108,7 +108,7 @@ struct MqttLink::Impl : public virtual mqtt::callback {
 
   void message_arrived(mqtt::const_message_ptr msg) override {
     try {
-      InboundMessage in{msg->get_topic(), msg->get_payload_str(), msg->is_retained(), {}};
+      InboundMessage in{msg->get_topic(), msg->get_payload_str(), msg->is_retained(), msg->get_qos(), {}};
       const mqtt::properties& props = msg->get_properties();
       if (props.contains(mqtt::property::RESPONSE_TOPIC))
         in.properties.response_topic =
@@ -293,6 +293,8 @@ void MqttLink::publish(OutboundMessage message) {
     spdlog::error("could not publish the reply on {}: {}", message.topic, e.what());
   }
 }
+
+bool MqttLink::fits(const OutboundMessage&) const { return true; }
 
 bool MqttLink::connected() const { return impl_->client->is_connected(); }
 
