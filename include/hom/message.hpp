@@ -19,7 +19,8 @@ struct MessageProperties {
 
 struct InboundMessage {
   std::string topic;
-  std::string payload;
+  std::string payload;            // empty when over the session's inbound limit (see payload_bytes)
+  std::size_t payload_bytes = 0;  // the size as received, also when `payload` was not kept
   bool retained = false;
   int qos = 0;  // the QoS it was delivered with
   MessageProperties properties;

@@ -108,7 +108,8 @@ struct MqttLink::Impl : public virtual mqtt::callback {
 
   void message_arrived(mqtt::const_message_ptr msg) override {
     try {
-      InboundMessage in{msg->get_topic(), msg->get_payload_str(), msg->is_retained(), msg->get_qos(), {}};
+      InboundMessage in{msg->get_topic(),   msg->get_payload_str(), msg->get_payload_ref().size(),
+                        msg->is_retained(), msg->get_qos(),         {}};
       const mqtt::properties& props = msg->get_properties();
       if (props.contains(mqtt::property::RESPONSE_TOPIC))
         in.properties.response_topic =
