@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "hom/config.hpp"
-#include "hom/mqtt_link.hpp"
+#include "hom/message.hpp"
 #include "hom/request.hpp"
 
 namespace hom {

@@ -46,6 +46,10 @@ struct MqttConfig {
   int keepalive_s = 30;
   int response_qos = 2;
   std::size_t max_payload_bytes = 2 * 1024 * 1024;
+  // Largest packet homd publishes: MQTT_MAX_MESSAGE_BYTES when set (`max_message_bytes_set`);
+  // else the broker's CONNACK Maximum Packet Size over MQTT 5, and 256 KiB over 3.1.1.
+  std::size_t max_message_bytes = 256 * 1024;
+  bool max_message_bytes_set = false;
 };
 
 struct TopicConfig {

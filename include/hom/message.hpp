@@ -32,6 +32,8 @@ struct OutboundMessage {
   int qos = 2;  // asked for; the session may lower it to what the broker granted
   std::optional<std::string> correlation_data;  // MQTT 5 only
   std::optional<std::uint32_t> expiry_s;        // MQTT 5 only
+  std::optional<std::string> response_topic;    // MQTT 5 only (requests)
+  bool retained = false;
 };
 
 // Where messages go. Implementations are thread-safe and never block the caller for long.

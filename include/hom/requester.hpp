@@ -1,9 +1,11 @@
-// The MQTT half of `hom`: one request, correlated, with a deadline (SPEC §4).
+// The requester role (hom, and the gateway): many concurrent calls over one MQTT session,
+// correlated by MQTT 5 Correlation Data or by req_id, each with its own deadline.
 #pragma once
 
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,6 +13,7 @@
 
 #include "hom/config.hpp"
 #include "hom/presence.hpp"
+#include "hom/session.hpp"
 
 namespace hom {
 
@@ -19,15 +22,21 @@ struct DeviceStatus {
   Presence presence;
 };
 
-// One short-lived MQTT connection (clean session, random client id). Not thread-safe: use
-// from one thread; Paho's callbacks are handled inside.
+// Thread-safe: start() and call() may be used from many threads at once. Completion
+// callbacks run on Paho's callback thread or the requester's timer thread: they must not
+// block. Destroying the requester completes what is still waiting with kTimeout.
 class Requester {
  public:
-  // Connects; throws std::runtime_error when the broker cannot be reached.
-  Requester(const MqttConfig& mqtt, std::string start, std::chrono::milliseconds connect_timeout);
+  // A clean session with a random client id; not connected until connect().
+  Requester(const MqttConfig& mqtt, std::string start);
   ~Requester();
   Requester(const Requester&) = delete;
   Requester& operator=(const Requester&) = delete;
+
+  // One connection attempt, bounded by `timeout`; the error names the reason (TLS included).
+  std::optional<ConnectError> connect(std::chrono::milliseconds timeout);
+  // For a long-lived requester (the gateway): reconnects until `stop` (MqttSession::run).
+  MqttSession& session();
 
   struct Call {
     std::string device;
@@ -45,13 +54,22 @@ class Requester {
     std::string request_topic;
     std::string response_topic;
   };
+  using Done = std::function<void(Result)>;
 
-  // Subscribes to the reply topic (and the device's presence) before publishing, ignores
-  // replies that are not its own and waits up to `timeout`.
+  // Subscribes to the reply topics (and the device's presence) before publishing, then
+  // returns; `done` runs exactly once: the reply, the deadline, or offline.
+  void start(Call call, Done done);
+  // start() and wait for it.
   Result call(Call call);
 
-  // Devices whose retained presence arrives within `wait`, sorted by id.
+  // Devices whose retained presence arrives within `wait`, sorted by id (wildcard
+  // subscription to {start}/status/#).
   std::vector<DeviceStatus> devices(std::chrono::milliseconds wait);
+  // The presence of the named devices, from their exact status topics (brokers such as
+  // RabbitMQ do not deliver retained messages to wildcard subscriptions). Waits until all
+  // have answered or `wait` has passed; devices without a status are left out.
+  std::vector<DeviceStatus> devices(const std::vector<std::string>& ids,
+                                    std::chrono::milliseconds wait);
 
   // Receives progress lines for -v.
   void set_trace(std::function<void(const std::string&)> trace);

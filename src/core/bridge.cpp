@@ -64,6 +64,13 @@ void Bridge::on_message(InboundMessage&& message) {
   }
   ++received_;
   request->received = now;
+  if (message.payload.size() < message.payload_bytes) {
+    // Not kept by the session: over MQTT_MAX_PAYLOAD_BYTES, so not read (req_id null).
+    request->rejection = bridge_error(413,
+                                      "payload of " + std::to_string(message.payload_bytes) +
+                                          " bytes exceeds MQTT_MAX_PAYLOAD_BYTES (" +
+                                          std::to_string(config_.mqtt.max_payload_bytes) + ")");
+  }
   if (request->rejection) {
     Response rejection = std::move(*request->rejection);
     reply(*request, std::move(rejection));
@@ -205,8 +212,11 @@ void Bridge::reply(const Request& request, Response response) {
 }
 
 void Bridge::publish(const Request& request, std::string document) {
-  OutboundMessage out{request.response_topic, std::move(document), config_.mqtt.response_qos,
-                      request.correlation_data, std::nullopt};
+  OutboundMessage out;
+  out.topic = request.response_topic;
+  out.payload = std::move(document);
+  out.qos = config_.mqtt.response_qos;
+  out.correlation_data = request.correlation_data;
   if (const auto deadline = deadline_of(request)) {
     // The reply lives as long as the request had left, at least one second.
     const auto left = std::chrono::ceil<std::chrono::seconds>(*deadline - Clock::now()).count();

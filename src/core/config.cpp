@@ -317,6 +317,9 @@ MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics) {
   m.response_qos = static_cast<int>(r.integer("MQTT_RESPONSE_QOS", 2, 0, 2));
   m.max_payload_bytes = static_cast<std::size_t>(
       r.integer("MQTT_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024, 1, 256LL * 1024 * 1024));
+  m.max_message_bytes_set = r.get("MQTT_MAX_MESSAGE_BYTES").has_value();
+  m.max_message_bytes =
+      static_cast<std::size_t>(r.integer("MQTT_MAX_MESSAGE_BYTES", 256 * 1024, 1024, 268435455));
   return m;
 }
 
@@ -403,6 +406,9 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"MQTT_KEEPALIVE_S", std::to_string(c.mqtt.keepalive_s)},
       {"MQTT_RESPONSE_QOS", std::to_string(c.mqtt.response_qos)},
       {"MQTT_MAX_PAYLOAD_BYTES", std::to_string(c.mqtt.max_payload_bytes)},
+      {"MQTT_MAX_MESSAGE_BYTES", c.mqtt.max_message_bytes_set
+                                     ? std::to_string(c.mqtt.max_message_bytes)
+                                     : "(MQTT 5: the broker's limit; 3.1.1: 262144)"},
       {"MQTT_TOPIC_START", c.topics.start},
       {"MQTT_TOPIC_ID", c.topics.id},
       {"HTTP_BASE_URL", c.http.base_url},

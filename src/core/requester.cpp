@@ -2,214 +2,314 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <future>
 #include <map>
 #include <mutex>
-#include <optional>
 #include <random>
-#include <stdexcept>
-
-#include <mqtt/async_client.h>
+#include <set>
+#include <thread>
 
 #include "hom/response.hpp"
 #include "hom/topic.hpp"
 
 namespace hom {
 
-bool tcp_nodelay_linked();  // tcp_nodelay.cpp: TCP_NODELAY on the broker connection
-
 using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 std::string random_id() {
-  std::random_device rd;
+  thread_local std::mt19937_64 rng(std::random_device{}());
   std::uniform_int_distribution<unsigned> nibble(0, 15);
   std::string out;
-  for (int i = 0; i < 16; ++i) out += "0123456789abcdef"[nibble(rd)];
+  for (int i = 0; i < 16; ++i) out += "0123456789abcdef"[nibble(rng)];
   return out;
 }
 
-struct Requester::Impl : public virtual mqtt::callback {
-  Impl(const MqttConfig& mqtt, std::string start_) : config(mqtt), start(std::move(start_)) {
-    (void)tcp_nodelay_linked();
+namespace {
+
+SessionOptions requester_options(const MqttConfig& mqtt) {
+  SessionOptions o;
+  o.mqtt = mqtt;
+  o.client_id = "hom-" + random_id();
+  o.clean_start = true;
+  return o;
+}
+
+constexpr auto kMaxSubscribeWait = std::chrono::seconds(10);
+
+}  // namespace
+
+struct Requester::Impl {
+  struct Flight {
+    std::string device;
+    std::string request_topic;
+    std::string response_topic;  // the mirrored topic
+    std::string correlation;     // MQTT 5 Correlation Data
+    std::string req_id;          // the payload's req_id, serialised
+    OutboundMessage message;     // published at once, or when the device comes online
+    bool sent = false;
+    Clock::time_point deadline;
+    Done done;
+  };
+
+  Impl(const MqttConfig& mqtt, std::string s)
+      : start(std::move(s)),
+        session(requester_options(mqtt), [this](InboundMessage&& m) { on_message(std::move(m)); }) {
+    timer = std::thread([this] { timer_main(); });
   }
 
-  void make_client(int version) {
-    mqtt_version = version;
-    client = std::make_unique<mqtt::async_client>(config.server_uri, "hom-" + random_id(),
-                                                  mqtt::create_options(version), nullptr);
-    client->set_callback(*this);
-  }
-
-  void message_arrived(mqtt::const_message_ptr msg) override {
-    std::lock_guard<std::mutex> lock(mu);
-    const std::string& topic = msg->get_topic();
-    if (const auto id = Topics(start, "_").status_device(topic)) {
-      if (auto presence = parse_presence(msg->get_payload_str())) statuses[*id] = *presence;
-    } else if (topic == response_topic || topic == own_topic) {
-      json doc = parse_json(msg->get_payload_str()).value_or(json());
-      const auto& props = msg->get_properties();
-      // Ours by MQTT 5 Correlation Data, or (3.1.1, or a homd without MQTT 5) by req_id.
-      const bool by_correlation =
-          props.contains(mqtt::property::CORRELATION_DATA) &&
-          mqtt::get<mqtt::binary>(props, mqtt::property::CORRELATION_DATA) == correlation;
-      const bool by_req_id = doc.is_object() && doc.contains("req_id") && doc["req_id"] == req_id;
-      const bool ours = doc.is_object() && (by_correlation || by_req_id);
-      trace_locked(std::string(ours ? "reply" : "ignored a reply that is not ours") + " on " +
-                   topic);
-      if (ours && !reply) reply = std::move(doc);
+  ~Impl() {
+    session.disconnect(std::chrono::seconds(2));
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      closing = true;
     }
     cv.notify_all();
+    timer.join();
   }
 
-  void trace_locked(const std::string& line) {
-    if (trace) trace(line);
+  void trace_line(const std::string& line) {
+    std::function<void(const std::string&)> t;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      t = trace;
+    }
+    if (t) t(line);
   }
 
-  const MqttConfig config;
-  std::string start;
-  std::unique_ptr<mqtt::async_client> client;
-  int mqtt_version = MQTTVERSION_5;
-  std::function<void(const std::string&)> trace;
+  void on_message(InboundMessage&& in) {
+    std::vector<std::pair<Done, Result>> finished;
+    std::vector<OutboundMessage> to_send;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (const auto id = Topics(start, "_").status_device(in.topic)) {
+        if (const auto presence = parse_presence(in.payload)) {
+          statuses[*id] = *presence;
+          if (presence->online) {
+            for (auto& [key, f] : flights) {
+              if (f.device == *id && !f.sent) {
+                f.sent = true;
+                to_send.push_back(f.message);
+              }
+            }
+          }
+        }
+        cv.notify_all();
+      } else {
+        std::optional<json> doc = parse_json(in.payload);
+        auto it = flights.end();
+        if (in.properties.correlation_data) {
+          it = flights.find(*in.properties.correlation_data);
+        }
+        if (it == flights.end() && doc && doc->is_object() && doc->contains("req_id")) {
+          // 3.1.1, or a homd without MQTT 5: the mirrored topic and the req_id.
+          const std::string req_id = (*doc)["req_id"].dump();
+          it = std::find_if(flights.begin(), flights.end(), [&](const auto& entry) {
+            return entry.second.sent && entry.second.response_topic == in.topic &&
+                   entry.second.req_id == req_id;
+          });
+        }
+        if (it != flights.end() && doc && doc->is_object()) {
+          Result r;
+          r.outcome = Outcome::kReply;
+          r.reply = std::move(*doc);
+          r.request_topic = it->second.request_topic;
+          r.response_topic = in.topic;
+          finished.emplace_back(std::move(it->second.done), std::move(r));
+          flights.erase(it);
+        } else if (trace) {
+          trace("ignored a message that is not a reply to us on " + in.topic);
+        }
+      }
+    }
+    for (auto& m : to_send) {
+      trace_line("device is online; published on " + m.topic);
+      session.publish(std::move(m));
+    }
+    for (auto& [done, result] : finished) {
+      trace_line("reply on " + result.response_topic);
+      done(std::move(result));
+    }
+  }
+
+  // Completes calls whose deadline has passed.
+  void timer_main() {
+    std::unique_lock<std::mutex> lock(mu);
+    while (!closing || !flights.empty()) {
+      auto next = Clock::time_point::max();
+      for (const auto& [key, f] : flights) next = std::min(next, f.deadline);
+      if (closing) next = Clock::now();
+      if (next == Clock::time_point::max()) {
+        cv.wait(lock);
+      } else {
+        cv.wait_until(lock, next);
+      }
+      std::vector<std::pair<Done, Result>> expired;
+      const auto now = Clock::now();
+      for (auto it = flights.begin(); it != flights.end();) {
+        if (closing || it->second.deadline <= now) {
+          Result r;
+          r.outcome = Outcome::kTimeout;
+          r.request_topic = it->second.request_topic;
+          r.response_topic = it->second.response_topic;
+          expired.emplace_back(std::move(it->second.done), std::move(r));
+          it = flights.erase(it);
+        } else {
+          ++it;
+        }
+      }
+      if (expired.empty()) continue;
+      lock.unlock();
+      for (auto& [done, result] : expired) done(std::move(result));
+      lock.lock();
+    }
+  }
+
+  // Subscribes (once per session) and waits for the SUBACK, within the call's deadline.
+  void ensure_subscribed(const std::string& filter, int qos, Clock::time_point deadline) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!subscribed.insert(filter).second) return;
+    }
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    session.subscribe(Subscription{filter, qos, false},
+                      std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(1),
+                                                            kMaxSubscribeWait));
+  }
+
+  const std::string start;
+  const std::string instance = random_id();  // names this requester's reply topics
 
   std::mutex mu;
   std::condition_variable cv;
-  std::map<std::string, Presence> statuses;  // guarded by mu
-  std::string response_topic;                // guarded by mu: the mirrored topic
-  std::string own_topic;                     // guarded by mu: MQTT 5 Response Topic
-  std::string correlation;                   // guarded by mu
-  json req_id;                               // guarded by mu
-  std::optional<json> reply;                 // guarded by mu
+  std::map<std::string, Flight> flights;          // guarded by mu: by correlation data
+  std::map<std::string, Presence> statuses;       // guarded by mu
+  std::set<std::string> subscribed;               // guarded by mu
+  std::function<void(const std::string&)> trace;  // guarded by mu
+  bool closing = false;                           // guarded by mu
+  std::thread timer;
+  // Last: destroyed first, so no Paho callback runs into the members above.
+  MqttSession session;
 };
 
-Requester::Requester(const MqttConfig& mqtt, std::string start,
-                     std::chrono::milliseconds connect_timeout)
-    : impl_(std::make_unique<Impl>(mqtt, std::move(start))) {
-  const auto options = [&](int version) {
-    auto builder = mqtt::connect_options_builder()
-                       .mqtt_version(version)
-                       .keep_alive_interval(std::chrono::seconds(mqtt.keepalive_s))
-                       .connect_timeout(connect_timeout);
-    if (version == MQTTVERSION_5) {
-      builder.clean_start(true);
-    } else {
-      builder.clean_session(true);
-    }
-    if (mqtt.user) builder.user_name(*mqtt.user);
-    if (mqtt.password) builder.password(*mqtt.password);
-    if (mqtt.tls) {
-      auto ssl = mqtt::ssl_options_builder()
-                     .enable_server_cert_auth(!mqtt.tls_insecure)
-                     .verify(!mqtt.tls_insecure)
-                     .finalize();
-      if (!mqtt.ca_file.empty()) ssl.set_trust_store(mqtt.ca_file);
-      if (!mqtt.cert_file.empty()) ssl.set_key_store(mqtt.cert_file);
-      if (!mqtt.key_file.empty()) ssl.set_private_key(mqtt.key_file);
-      builder.ssl(std::move(ssl));
-    }
-    return builder.finalize();
-  };
-  const int first = mqtt.version == MqttVersion::kV311 ? MQTTVERSION_3_1_1 : MQTTVERSION_5;
-  try {
-    impl_->make_client(first);
-    try {
-      impl_->client->connect(options(first))->wait();
-    } catch (const mqtt::exception& e) {
-      const bool refused = e.get_return_code() == 1 || e.get_reason_code() == 0x84;
-      if (mqtt.version != MqttVersion::kAuto || first != MQTTVERSION_5 || !refused) throw;
-      impl_->make_client(MQTTVERSION_3_1_1);
-      impl_->client->connect(options(MQTTVERSION_3_1_1))->wait();
-    }
-  } catch (const mqtt::exception& e) {
-    throw std::runtime_error("cannot connect to the broker at " + mqtt.server_uri + ": " +
-                             e.what());
-  }
+Requester::Requester(const MqttConfig& mqtt, std::string start)
+    : impl_(std::make_unique<Impl>(mqtt, std::move(start))) {}
+
+Requester::~Requester() = default;
+
+std::optional<ConnectError> Requester::connect(std::chrono::milliseconds timeout) {
+  const std::atomic<bool> never{false};
+  return impl_->session.connect_once(never, timeout);
 }
 
-Requester::~Requester() {
-  try {
-    if (impl_->client->is_connected())
-      impl_->client->disconnect()->wait_for(std::chrono::seconds(2));
-  } catch (const std::exception&) {
-  }
-}
+MqttSession& Requester::session() { return impl_->session; }
 
 void Requester::set_trace(std::function<void(const std::string&)> trace) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->trace = std::move(trace);
 }
 
-Requester::Result Requester::call(Call call) {
+void Requester::start(Call call, Done done) {
   Impl& s = *impl_;
   const auto deadline = Clock::now() + call.timeout;
   const Topics topics(s.start, call.device);
-  const bool v5 = s.mqtt_version == MQTTVERSION_5;
-  Result result;
-  result.request_topic = topics.request_topic(call.verb, call.path);
-  result.response_topic = topics.mirror(*topics.parse(result.request_topic));
+  const bool v5 = s.session.mqtt5();
+  Impl::Flight f;
+  f.device = call.device;
+  f.request_topic = topics.request_topic(call.verb, call.path);
+  f.response_topic = topics.mirror(*topics.parse(f.request_topic));
+  f.correlation = random_id() + random_id();
+  if (!call.payload.is_object()) call.payload = json::object();
   if (!call.payload.contains("req_id")) call.payload["req_id"] = random_id();
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    s.response_topic = result.response_topic;
-    // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers).
-    s.own_topic = v5 ? topics.response_prefix() + "hom/" + random_id() : std::string();
-    s.correlation = random_id();
-    s.req_id = call.payload["req_id"];
-    s.reply.reset();
+  f.req_id = call.payload["req_id"].dump();
+  f.deadline = deadline;
+  f.done = std::move(done);
+
+  // Presence first: the broker sends a retained status right after its SUBACK, so once the
+  // subscription is acknowledged the device's state is known.
+  s.ensure_subscribed(topics.status_topic(), 1, deadline);
+  // The mirrored topic too: a device whose homd speaks only 3.1.1 answers there.
+  s.ensure_subscribed(f.response_topic, 2, deadline);
+  // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers).
+  const std::string own_topic = topics.response_prefix() + "hom/" + s.instance;
+  if (v5) s.ensure_subscribed(own_topic, 2, deadline);
+
+  f.message.topic = f.request_topic;
+  f.message.payload = call.payload.dump();
+  f.message.qos = call.qos;
+  if (v5) {
+    f.message.response_topic = own_topic;
+    f.message.correlation_data = f.correlation;
+    // Stale after the wait: a device that comes back later does not execute it.
+    f.message.expiry_s = static_cast<std::uint32_t>(
+        std::max<long long>(1, std::chrono::ceil<std::chrono::seconds>(call.timeout).count()));
   }
 
-  // The broker sends a retained status right after its SUBACK, before the SUBACK of the
-  // reply topic, so once the last subscription is acknowledged the presence is known.
-  s.client->subscribe(topics.status_topic(), 1);
-  // The mirrored topic too: a device whose homd speaks only 3.1.1 answers there.
-  mqtt::token_ptr last = s.client->subscribe(result.response_topic, 2);
-  if (v5) last = s.client->subscribe(s.own_topic, 2);
-  last->wait();
+  bool offline = false;
+  std::optional<OutboundMessage> send;
   {
-    std::unique_lock<std::mutex> lock(s.mu);
-    s.trace_locked("subscribed to " + (v5 ? s.own_topic + " and " : "") + result.response_topic);
+    std::lock_guard<std::mutex> lock(s.mu);
     const auto status = s.statuses.find(call.device);
-    if (status != s.statuses.end() && !status->second.online) {
-      if (!call.wait_online) {
-        result.outcome = Outcome::kOffline;
-        return result;
-      }
-      s.trace_locked("device " + call.device + " is offline; waiting for it");
-      if (!s.cv.wait_until(lock, deadline, [&] { return s.statuses[call.device].online; })) {
-        result.outcome = Outcome::kTimeout;
-        return result;
-      }
+    offline = status != s.statuses.end() && !status->second.online;
+    if (!offline || call.wait_online) {
+      f.sent = !offline;
+      if (f.sent) send = f.message;
+      s.flights.emplace(f.correlation, std::move(f));
+      s.cv.notify_all();  // a new deadline for the timer
     }
   }
+  if (offline && !call.wait_online) {
+    Result r;
+    r.outcome = Outcome::kOffline;
+    r.request_topic = f.request_topic;
+    r.response_topic = f.response_topic;
+    f.done(std::move(r));
+    return;
+  }
+  if (send) {
+    s.trace_line("published on " + send->topic);
+    s.session.publish(std::move(*send));
+  } else {
+    s.trace_line("device " + call.device + " is offline; waiting for it");
+  }
+}
 
-  auto msg = mqtt::make_message(result.request_topic, call.payload.dump(), call.qos, false);
-  if (v5) {
-    std::lock_guard<std::mutex> lock(s.mu);
-    const auto expiry =
-        std::chrono::ceil<std::chrono::seconds>(call.timeout).count();  // stale after the wait
-    msg->set_properties({{mqtt::property::RESPONSE_TOPIC, s.own_topic},
-                         {mqtt::property::CORRELATION_DATA, s.correlation},
-                         {mqtt::property::CONTENT_TYPE, std::string("application/json")},
-                         {mqtt::property::MESSAGE_EXPIRY_INTERVAL,
-                          static_cast<std::int32_t>(std::max<long long>(1, expiry))}});
-  }
-  s.client->publish(msg);
-  std::unique_lock<std::mutex> lock(s.mu);
-  s.trace_locked("published on " + result.request_topic);
-  if (s.cv.wait_until(lock, deadline, [&] { return s.reply.has_value(); })) {
-    result.outcome = Outcome::kReply;
-    result.reply = std::move(*s.reply);
-  }
-  return result;
+Requester::Result Requester::call(Call call) {
+  auto promise = std::make_shared<std::promise<Result>>();
+  auto future = promise->get_future();
+  start(std::move(call), [promise](Result r) { promise->set_value(std::move(r)); });
+  return future.get();
 }
 
 std::vector<DeviceStatus> Requester::devices(std::chrono::milliseconds wait) {
   Impl& s = *impl_;
-  s.client->subscribe(Topics(s.start, "_").status_filter(), 1)->wait();
+  const auto deadline = Clock::now() + wait;
+  s.ensure_subscribed(Topics(s.start, "_").status_filter(), 1, deadline + kMaxSubscribeWait);
   std::unique_lock<std::mutex> lock(s.mu);
   // Retained messages come right after the SUBACK; the wait bounds a slow broker.
-  s.cv.wait_for(lock, wait, [] { return false; });
+  s.cv.wait_until(lock, deadline, [] { return false; });
   std::vector<DeviceStatus> out;
   for (const auto& [id, presence] : s.statuses) out.push_back(DeviceStatus{id, presence});
+  return out;
+}
+
+std::vector<DeviceStatus> Requester::devices(const std::vector<std::string>& ids,
+                                             std::chrono::milliseconds wait) {
+  Impl& s = *impl_;
+  const auto deadline = Clock::now() + wait;
+  for (const auto& id : ids)
+    s.ensure_subscribed(Topics(s.start, id).status_topic(), 1, deadline + kMaxSubscribeWait);
+  std::unique_lock<std::mutex> lock(s.mu);
+  s.cv.wait_until(lock, deadline, [&] {
+    return std::all_of(ids.begin(), ids.end(),
+                       [&](const auto& id) { return s.statuses.count(id); });
+  });
+  std::vector<DeviceStatus> out;
+  for (const auto& id : ids) {
+    if (const auto it = s.statuses.find(id); it != s.statuses.end())
+      out.push_back(DeviceStatus{id, it->second});
+  }
   return out;
 }
 

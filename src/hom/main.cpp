@@ -8,6 +8,8 @@
 #include <sstream>
 
 #include <CLI/CLI.hpp>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include "hom/cli_request.hpp"
 #include "hom/config.hpp"
@@ -106,6 +108,10 @@ int main(int argc, char** argv) {
   auto* devices_cmd = app.add_subcommand("devices", "list the devices whose status is online");
   bool devices_json = false;
   std::string wait_text = "1s";
+  std::vector<std::string> device_ids;
+  devices_cmd->add_option("DEVICE", device_ids,
+                          "only these devices, from their exact status topics (needed on brokers "
+                          "such as RabbitMQ that do not deliver retained messages to wildcards)");
   devices_cmd->add_flag("--json", devices_json, "print a JSON array");
   devices_cmd->add_option("--wait", wait_text, "how long to collect statuses (default 1s)");
 
@@ -117,6 +123,12 @@ int main(int argc, char** argv) {
     app.exit(e);
     return hom::exit_code::kUsage;
   }
+
+  // The session's log lines go to stderr: with -v as "* " trace lines, else only errors.
+  auto logger = spdlog::stderr_logger_st("hom");
+  logger->set_pattern(verbose ? "* %v" : "hom: %v");
+  logger->set_level(verbose ? spdlog::level::info : spdlog::level::err);
+  spdlog::set_default_logger(logger);
 
   const hom::Env base_env = hom::process_env();
   const hom::Env env = [&](const std::string& name) -> std::optional<std::string> {
@@ -136,8 +148,17 @@ int main(int argc, char** argv) {
     const auto wait = hom::parse_duration(wait_text);
     if (!wait) return fail(hom::exit_code::kUsage, "--wait '" + wait_text + "' is not a duration");
     try {
-      hom::Requester requester(mqtt, topics.start, std::chrono::seconds(10));
-      const auto devices = requester.devices(*wait);
+      hom::Requester requester(mqtt, topics.start);
+      if (const auto error = requester.connect(std::chrono::seconds(10)))
+        return fail(hom::exit_code::kBrokerUnreachable,
+                    "cannot connect to the broker at " + mqtt.server_uri + ": " + error->reason);
+      for (auto& id : device_ids) id = hom::trim_slashes(id);
+      const auto devices =
+          device_ids.empty() ? requester.devices(*wait) : requester.devices(device_ids, *wait);
+      if (devices.empty() && device_ids.empty())
+        std::cerr << "hom: no device status arrived within " << wait_text
+                  << " (some brokers, such as RabbitMQ, do not deliver retained messages to a "
+                     "wildcard subscription: name the devices, hom devices DEVICE...)\n";
       nlohmann::json list = nlohmann::json::array();
       for (const auto& d : devices) {
         if (!d.presence.online) continue;
@@ -189,11 +210,12 @@ int main(int argc, char** argv) {
         .count();
   };
   try {
-    // Paho counts its connect timeout in whole seconds.
-    const auto connect_timeout = std::chrono::duration_cast<std::chrono::seconds>(
-        std::clamp(*timeout + std::chrono::milliseconds(999), std::chrono::milliseconds(1000),
-                   std::chrono::milliseconds(10000)));
-    hom::Requester requester(mqtt, topics.start, connect_timeout);
+    const auto connect_timeout =
+        std::clamp(*timeout, std::chrono::milliseconds(1000), std::chrono::milliseconds(10000));
+    hom::Requester requester(mqtt, topics.start);
+    if (const auto error = requester.connect(connect_timeout))
+      return fail(hom::exit_code::kBrokerUnreachable,
+                  "cannot connect to the broker at " + mqtt.server_uri + ": " + error->reason);
     if (verbose) {
       std::cerr << "* connected to " << mqtt.server_uri << " (" << elapsed_ms() << " ms)\n";
       requester.set_trace([&](const std::string& line) {

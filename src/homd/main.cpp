@@ -11,10 +11,9 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "hom/bridge.hpp"
 #include "hom/config.hpp"
+#include "hom/device.hpp"
 #include "hom/http_client.hpp"
-#include "hom/mqtt_link.hpp"
 
 namespace {
 
@@ -65,14 +64,14 @@ void setup_logging(const std::string& level) {
 // SIGTERM and SIGINT are blocked in every thread and taken here, so no handler runs
 // in the middle of Paho or curl; this thread only sets the flag and wakes the main loop.
 std::thread start_signal_thread(const sigset_t& signals, std::atomic<bool>& stop,
-                                hom::MqttLink& link) {
-  return std::thread([&signals, &stop, &link] {
+                                hom::Device& device) {
+  return std::thread([&signals, &stop, &device] {
     int sig = 0;
     sigwait(&signals, &sig);
     if (sig == SIGUSR2) return;  // our own wake-up at exit
     spdlog::info("received {}; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
     stop = true;
-    link.wake();
+    device.wake();
   });
 }
 
@@ -124,19 +123,14 @@ int main(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
   hom::http_global_init();
 
-  std::atomic<hom::Bridge*> bridge{nullptr};
-  hom::MqttLink link(config, [&bridge](hom::InboundMessage&& message) {
-    if (auto* b = bridge.load()) b->on_message(std::move(message));
-  });
-  hom::Bridge core(config, link);
-  bridge = &core;
+  hom::Device device(config);
   if (config.mqtt.tls && config.mqtt.tls_insecure)
     spdlog::warn("MQTT_TLS_INSECURE is set: the broker's certificate is NOT verified");
   spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION, config.http.base_url,
                config.mqtt.server_uri, config.workers, config.queue_max);
 
   std::atomic<bool> stop{false};
-  std::thread signal_thread = start_signal_thread(signals, stop, link);
+  std::thread signal_thread = start_signal_thread(signals, stop, device);
 
   // systemd: READY once configured and started, STATUS kept current, WATCHDOG from the main
   // loop only while the workers make progress.
@@ -147,11 +141,11 @@ int main(int argc, char** argv) {
   std::uint64_t answered_at_trim = 0;
   std::string last_status;
   const auto tick = [&] {
-    const auto stats = core.stats();
-    const std::string status = std::string(link.connected() ? "connected to " : "connecting to ") +
-                               config.mqtt.server_uri + "; " + std::to_string(stats.answered) +
-                               " requests answered, " + std::to_string(stats.bridge_errors) +
-                               " bridge errors";
+    const auto stats = device.bridge().stats();
+    const std::string status =
+        std::string(device.connected() ? "connected to " : "connecting to ") +
+        config.mqtt.server_uri + "; " + std::to_string(stats.answered) + " requests answered, " +
+        std::to_string(stats.bridge_errors) + " bridge errors";
     if (status != last_status) {
       sd_notifyf(0, "STATUS=%s", status.c_str());
       last_status = status;
@@ -163,21 +157,19 @@ int main(int argc, char** argv) {
       answered_at_trim = stats.answered;
     }
     if (watchdog && now - last_ping >= std::chrono::microseconds(watchdog_usec / 4) &&
-        !core.stalled()) {
+        !device.bridge().stalled()) {
       sd_notify(0, "WATCHDOG=1");
       last_ping = now;
     }
   };
   sd_notify(0, "READY=1");
   tick();
-  link.run(stop, tick);
+  device.run(stop, tick);
 
-  // Graceful stop: no UNSUBSCRIBE, so the broker keeps the session for the next start.
   sd_notify(0, "STOPPING=1");
-  core.stop(config.shutdown_grace);
-  const auto stats = core.stats();
+  device.stop();
+  const auto stats = device.bridge().stats();
   spdlog::info("stopped after {} requests ({} bridge errors)", stats.received, stats.bridge_errors);
-  link.disconnect(std::chrono::seconds(2));
   pthread_kill(signal_thread.native_handle(), SIGUSR2);
   signal_thread.join();
   return 0;

@@ -114,9 +114,11 @@ TEST_F(FaultsTest, MalformedPayloadsAreAnsweredOnceEach) {
     return s;
   };
   std::vector<std::string> payloads;
-  const std::string three_mb =
-      "{\"req_id\":1,\"body\":\"" + std::string(3 * 1024 * 1024, 'x') + "\"}";
-  for (int i = 0; i < 4; ++i) payloads.push_back(three_mb);
+  // Over the limit but within the headroom homd announces as its MQTT 5 Maximum Packet
+  // Size, so the broker still delivers it (larger ones it drops: see the next test).
+  const std::string oversize =
+      "{\"req_id\":1,\"body\":\"" + std::string(kDefaultMaxPayload + 16 * 1024, 'x') + "\"}";
+  for (int i = 0; i < 4; ++i) payloads.push_back(oversize);
   payloads.push_back(std::string(100000, '['));
   payloads.push_back(std::string(100000, '[') + std::string(100000, ']'));
   std::string deep_object;
@@ -175,6 +177,29 @@ TEST_F(FaultsTest, MalformedPayloadsAreAnsweredOnceEach) {
 }
 
 // SPEC §5: SIGTERM finishes what is in flight, answers new arrivals 503, exits 0.
+// SPEC §5.1 "Packet limits": over MQTT 5 homd announces MQTT_MAX_PAYLOAD_BYTES plus headroom
+// as its Maximum Packet Size, so the broker never delivers a larger request (homd's memory
+// is not spent on it) and homd keeps its connection.
+TEST_F(FaultsTest, OversizeRequestIsNotDeliveredOverMqtt5) {
+  Mosquitto broker;
+  ApiServer api;
+  homd_ = std::make_unique<Homd>(broker.port(), api.base_url(),
+                                 Env{{"MQTT_VERSION", "5"}, {"MQTT_MAX_PAYLOAD_BYTES", "10000"}});
+  ASSERT_TRUE(homd_->wait_subscribed()) << diag();
+  MqttClient client(broker.uri(), homd_->topic_start(), homd_->topic_id());
+  const std::string huge = "{\"req_id\":\"huge\",\"body\":\"" + std::string(1 << 20, 'x') + "\"}";
+  client.publish_raw(client.request_topic("post", "echo/huge"), huge);
+  // Sent after the huge one on the same connection: once it is answered, the huge one has
+  // been dealt with by the broker.
+  auto after = client.call("get", "gps/latitude");
+  ASSERT_TRUE(after) << diag();
+  EXPECT_EQ(after->doc.value("status", 0), 200);
+  EXPECT_FALSE(client.wait_reply("huge", deadline_in(std::chrono::milliseconds(500))));
+  EXPECT_EQ(api.count("/echo/"), 0u);
+  EXPECT_EQ(homd_->process().count_in_log("connection to the broker lost"), 0) << diag();
+  EXPECT_EQ(homd_->process().count_in_log("subscribed to "), 1) << diag();
+}
+
 TEST_F(FaultsTest, SigtermDrainsInFlightAndRefusesNew) {
   Mosquitto broker;
   ApiServer api;

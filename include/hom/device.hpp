@@ -1,0 +1,56 @@
+// homd's role on the MQTT session: the request subscription, presence and the Last Will,
+// the bridge that serves requests, and replies at the QoS the broker granted.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "hom/bridge.hpp"
+#include "hom/config.hpp"
+#include "hom/message.hpp"
+#include "hom/session.hpp"
+
+namespace hom {
+
+// Owns the session and the bridge. run() and stop() are called from one thread (main);
+// the rest is thread-safe.
+class Device : public Publisher {
+ public:
+  explicit Device(const Config& config);
+  ~Device() override;
+  Device(const Device&) = delete;
+  Device& operator=(const Device&) = delete;
+
+  // Serves until `stop` becomes true (see MqttSession::run); call wake() after setting it.
+  void run(const std::atomic<bool>& stop, const std::function<void()>& tick = {});
+  void wake();
+
+  // Graceful stop (SPEC §5, §5.1 "Shutdown"): the bridge drains within the grace; every
+  // request homd acknowledged has its reply handed to the session, and those replies are
+  // delivered before the offline presence and the disconnect.
+  void stop();
+
+  // Replies go out at min(MQTT_RESPONSE_QOS, the QoS granted for the request filter); the
+  // session lowers that further to the broker's Maximum QoS.
+  void publish(OutboundMessage message) override;
+  bool fits(const OutboundMessage& message) const override;
+
+  bool connected() const { return session_.connected(); }
+  const Bridge& bridge() const { return *bridge_; }
+
+ private:
+  void on_connected();
+
+  const Config config_;
+  const std::string filter_;
+  const std::string status_topic_;
+  std::atomic<Bridge*> ready_{nullptr};  // set once the bridge exists: messages may come first
+  std::atomic<int> reply_qos_;
+  std::atomic<bool> downgrade_logged_{false};
+  MqttSession session_;
+  std::unique_ptr<Bridge> bridge_;
+};
+
+}  // namespace hom
