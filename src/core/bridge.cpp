@@ -66,10 +66,10 @@ void Bridge::on_message(InboundMessage&& message) {
   request->received = now;
   if (message.payload.size() < message.payload_bytes) {
     // Not kept by the session: over MQTT_MAX_PAYLOAD_BYTES, so not read (req_id null).
-    request->rejection = bridge_error(413,
-                                      "payload of " + std::to_string(message.payload_bytes) +
-                                          " bytes exceeds MQTT_MAX_PAYLOAD_BYTES (" +
-                                          std::to_string(config_.mqtt.max_payload_bytes) + ")");
+    request->rejection =
+        bridge_error(413, "payload of " + std::to_string(message.payload_bytes) +
+                              " bytes exceeds MQTT_MAX_PAYLOAD_BYTES (" +
+                              std::to_string(config_.mqtt.max_payload_bytes) + ")");
   }
   if (request->rejection) {
     Response rejection = std::move(*request->rejection);
