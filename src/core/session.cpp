@@ -75,10 +75,30 @@ struct MqttSession::Impl : public virtual mqtt::callback {
     use_311 = options.mqtt.version == MqttVersion::kV311;
   }
 
-  // Paho ties the protocol version to the client object: a fallback needs a new one. The
-  // old one stays alive while another thread still publishes through it (shared_ptr), and
-  // what it still buffers moves to the new one.
+  // Paho ties the protocol version to the client object: a fallback needs a new one, any
+  // other connect reuses the client (and what it buffered while disconnected). The old one
+  // is destroyed before the new one exists: Paho C's threads then start afresh, where a
+  // live thread would notice the new socket only after its one-second poll.
   void make_client(int version) {
+    std::shared_ptr<mqtt::async_client> previous;
+    {
+      std::lock_guard<std::mutex> lock(client_mu);
+      if (client && mqtt_version == version) {
+        build_options(version);
+        return;
+      }
+      previous = std::move(client);  // publish() parks messages in `unsent` meanwhile
+    }
+    if (previous) {
+      for (const auto& tok : previous->get_pending_delivery_tokens()) {
+        if (const auto msg = tok->get_message()) {
+          std::lock_guard<std::mutex> lock(client_mu);
+          unsent.push_back(mqtt::make_message(msg->get_topic(), msg->get_payload(), msg->get_qos(),
+                                              msg->is_retained()));
+        }
+      }
+      previous.reset();
+    }
     mqtt::create_options create(version, kMaxBuffered);
     // Messages produced while disconnected are kept and sent after the reconnect.
     create.set_send_while_disconnected(true, true);
@@ -93,24 +113,26 @@ struct MqttSession::Impl : public virtual mqtt::callback {
         reason += ": " + mqtt::get<std::string>(props, mqtt::property::REASON_STRING);
       mark_lost("the broker disconnected us (" + reason + ")");
     });
-    std::shared_ptr<mqtt::async_client> previous;
+    std::vector<mqtt::message_ptr> moved;
     {
       std::lock_guard<std::mutex> lock(client_mu);
-      previous = std::move(client);
       client = next;
       mqtt_version = version;
+      moved.swap(unsent);
     }
-    if (previous) {
-      int moved = 0;
-      for (const auto& tok : previous->get_pending_delivery_tokens()) {
-        if (const auto msg = tok->get_message()) {
-          next->publish(msg->get_topic(), msg->get_payload(), msg->get_qos(), msg->is_retained());
-          ++moved;
-        }
-      }
-      if (moved) spdlog::info("moved {} unsent messages to the new MQTT client", moved);
+    for (auto& msg : moved) {
+      if (version != MQTTVERSION_5)  // 3.1.1 carries no properties
+        msg = mqtt::make_message(msg->get_topic(), msg->get_payload(), msg->get_qos(),
+                                 msg->is_retained());
+      next->publish(std::move(msg));
     }
+    if (!moved.empty())
+      spdlog::info("moved {} unsent messages to the new MQTT client", moved.size());
+    build_options(version);
+  }
 
+  // Builds `connect_options` in place: see the properties below.
+  void build_options(int version) {
     auto builder = mqtt::connect_options_builder()
                        .mqtt_version(version)
                        .keep_alive_interval(std::chrono::seconds(options.mqtt.keepalive_s))
@@ -298,6 +320,7 @@ struct MqttSession::Impl : public virtual mqtt::callback {
 
   mutable std::mutex client_mu;
   std::shared_ptr<mqtt::async_client> client;  // guarded by client_mu
+  std::vector<mqtt::message_ptr> unsent;       // guarded by client_mu: while replacing it
   std::atomic<int> mqtt_version{MQTTVERSION_5};
   bool use_311 = false;                   // the run() thread only: the fallback, remembered
   mqtt::connect_options connect_options;  // the run() thread only
@@ -465,8 +488,6 @@ void MqttSession::publish(OutboundMessage message) {
       spdlog::warn("the broker's Maximum QoS is {}: publishing at QoS {}", max_qos, max_qos);
     message.qos = max_qos;
   }
-  const auto c = s.current();
-  if (!c) return;
   try {
     auto msg = mqtt::make_message(message.topic, std::move(message.payload), message.qos,
                                   message.retained);
@@ -480,6 +501,15 @@ void MqttSession::publish(OutboundMessage message) {
       if (message.response_topic)
         props.add({mqtt::property::RESPONSE_TOPIC, *message.response_topic});
       msg->set_properties(std::move(props));
+    }
+    std::shared_ptr<mqtt::async_client> c;
+    {
+      std::lock_guard<std::mutex> lock(s.client_mu);
+      if (!s.client) {
+        s.unsent.push_back(std::move(msg));  // the client is being replaced
+        return;
+      }
+      c = s.client;
     }
     c->publish(std::move(msg));
   } catch (const std::exception& e) {
