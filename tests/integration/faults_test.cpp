@@ -45,7 +45,9 @@ class FaultsTest : public ::testing::Test {
 
 TEST_F(FaultsTest, BrokerStartedAfterHomd) {
   // The port is chosen but nothing listens on it yet.
-  Mosquitto broker(Mosquitto::Options{0, std::nullopt, /*start=*/false});
+  Mosquitto::Options options;
+  options.start = false;
+  Mosquitto broker(options);
   ApiServer api;
   homd_ = std::make_unique<Homd>(broker.port(), api.base_url());
   ASSERT_TRUE(homd_->process().wait_for_log_line({"connect", "failed"})) << diag();

@@ -62,9 +62,10 @@ class TlsTest : public ::testing::Test {
     for (const char* file : {"ca.pem", "server.pem", "server.key", "other-ca.pem"}) {
       ::chmod(certs_.file(file).c_str(), 0644);
     }
-    broker_ = std::make_unique<Mosquitto>(Mosquitto::Options{
-        0, TlsFiles{certs_.file("ca.pem"), certs_.file("server.pem"), certs_.file("server.key")},
-        true});
+    Mosquitto::Options options;
+    options.tls =
+        TlsFiles{certs_.file("ca.pem"), certs_.file("server.pem"), certs_.file("server.key")};
+    broker_ = std::make_unique<Mosquitto>(options);
   }
 
   std::unique_ptr<Homd> start_homd(const std::string& ca_file) {

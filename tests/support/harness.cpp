@@ -355,6 +355,7 @@ void Mosquitto::write_config() const {
        << "log_timestamp_format %H:%M:%S\n"
        << "connection_messages true\n"
        << "listener " << port_ << " 127.0.0.1\n";
+  for (const auto& line : options_.extra_config) conf << line << "\n";
   if (options_.tls) {
     conf << "listener " << tls_port_ << " 127.0.0.1\n"
          << "cafile " << options_.tls->ca_file << "\n"

@@ -142,6 +142,8 @@ class Mosquitto {
     // Sessions and queued messages saved in the broker's TempDir on a clean stop and
     // loaded at the next start (restart() keeps them).
     bool persistence = false;
+    // Extra lines for mosquitto.conf (global options such as "max_packet_size 131072").
+    std::vector<std::string> extra_config;
   };
 
   Mosquitto() : Mosquitto(Options{}) {}
