@@ -46,6 +46,9 @@ class Requester {
     int qos = 2;
     std::chrono::milliseconds timeout{30000};
     bool wait_online = false;  // wait for an offline device instead of failing at once
+    // Also listen on the mirrored reply topic (a homd that answers only there, over 3.1.1).
+    // Over MQTT 5 a long-lived requester sets this false: one subscription per device.
+    bool listen_mirrored = true;
   };
   enum class Outcome { kReply, kTimeout, kOffline };
   struct Result {

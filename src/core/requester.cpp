@@ -230,7 +230,7 @@ void Requester::start(Call call, Done done) {
   // subscription is acknowledged the device's state is known.
   s.ensure_subscribed(topics.status_topic(), 1, deadline);
   // The mirrored topic too: a device whose homd speaks only 3.1.1 answers there.
-  s.ensure_subscribed(f.response_topic, 2, deadline);
+  if (call.listen_mirrored || !v5) s.ensure_subscribed(f.response_topic, 2, deadline);
   // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers).
   const std::string own_topic = topics.response_prefix() + "hom/" + s.instance;
   if (v5) s.ensure_subscribed(own_topic, 2, deadline);
