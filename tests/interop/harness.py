@@ -689,3 +689,39 @@ class InteropTest(unittest.TestCase):
         p = Process(argv, env, self.tmp.file(f"{name}-{time.time_ns()}.log"))
         self.addCleanup(p.stop)
         return p
+
+
+# ---------------------------------------------------------------------------------------
+# Node.js peers (MQTT.js, aedes), installed by `npm ci --prefix tests/interop`
+
+
+def node_bin():
+    if not os.path.isfile(os.path.join(HERE, "node_modules", ".package-lock.json")):
+        raise AssertionError("tests/interop/node_modules is missing: run scripts/deps.sh "
+                             "(npm ci --prefix tests/interop)")
+    return binary("NODE_BIN", "node")
+
+
+def node_script(name):
+    return os.path.join(HERE, name)
+
+
+class Aedes:
+    """The aedes broker (MQTT 3.1.1 only), aedes_broker.js, on a free loopback port."""
+
+    def __init__(self, directory):
+        for _ in range(5):
+            self.port = free_port()
+            self.process = Process([node_bin(), node_script("aedes_broker.js"), str(self.port)],
+                                   base_env(), os.path.join(directory, f"aedes-{self.port}.log"))
+            try:
+                self.process.wait_for_log("listening on", timeout=30)
+            except AssertionError:
+                self.process.kill9()
+                continue
+            wait_until(lambda: port_accepts(self.port), what="aedes to accept")
+            return
+        raise AssertionError(f"aedes did not start:\n{tail(self.process.log())}")
+
+    def cleanup(self):
+        self.process.stop()
