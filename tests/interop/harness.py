@@ -172,6 +172,8 @@ class Process:
                 self.kill9()
         self.popen.wait()
         self._log.close()
+        if self.popen.stdin:
+            self.popen.stdin.close()
         return self.popen.returncode
 
     def kill9(self):
@@ -725,3 +727,100 @@ class Aedes:
 
     def cleanup(self):
         self.process.stop()
+
+
+def rabbitmq_server_bin():
+    """Debian's real start script: /usr/sbin/rabbitmq-server is a wrapper that switches to
+    the rabbitmq user (who cannot read our temporary directory) and logs to /var/log."""
+    if os.environ.get("RABBITMQ_SERVER_BIN"):
+        return os.environ["RABBITMQ_SERVER_BIN"]
+    path = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+    if not os.path.exists(path):
+        raise unittest.SkipTest("RabbitMQ is not installed (scripts/deps.sh installs it)")
+    return path
+
+
+class RabbitMq:
+    """A private RabbitMQ node with the MQTT plugin, owned by the test: its own epmd (a
+    foreground child on its own port, not -daemon) and the node itself, with its own node
+    name, ports, data, logs, config and Erlang cookie (HOME) in a TempDir. Both are stopped
+    by PID; no system service and no shared epmd is used or left behind.
+
+    RABBITMQ_ALLOW_INPUT makes rabbitmq-server exec the Erlang VM (otherwise a shell stays
+    in between, and the VM would outlive a killed test): the VM then runs under our PID,
+    with a pipe that nobody writes as its console."""
+
+    START_WAIT = 180.0  # a cold node on a loaded 2-core machine
+
+    def __init__(self):
+        self.dir = TempDir("hom-rabbitmq-")
+        self.epmd = self.node = None
+        self.epmd_port, self.amqp_port, self.dist_port, self.port = free_ports(4)
+        self.name = f"hom-interop-{self.port}@localhost"
+        os.makedirs(self.dir.file("mnesia"))
+        os.makedirs(self.dir.file("log"))
+        self.dir.write("enabled_plugins", "[rabbitmq_mqtt].\n")
+        self.dir.write("rabbitmq.conf", "\n".join([
+            f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
+            f"mqtt.listeners.tcp.default = 127.0.0.1:{self.port}",
+            "mqtt.allow_anonymous = true",
+            "mqtt.default_user = guest",
+            "mqtt.default_pass = guest",
+            "mqtt.vhost = /",
+            "mqtt.exchange = amq.topic",
+            "log.console = true",
+            "log.console.level = info",
+            "log.file = false",
+        ]) + "\n")
+        self.dir.write("rabbitmq-env.conf", "# none: everything comes from the environment\n")
+        env = base_env(
+            HOME=self.dir.path,
+            ERL_EPMD_PORT=self.epmd_port,
+            ERL_EPMD_ADDRESS="127.0.0.1",
+            RABBITMQ_NODENAME=self.name,
+            RABBITMQ_USE_LONGNAME="false",
+            RABBITMQ_NODE_IP_ADDRESS="127.0.0.1",
+            RABBITMQ_NODE_PORT=self.amqp_port,
+            RABBITMQ_DIST_PORT=self.dist_port,
+            RABBITMQ_MNESIA_BASE=self.dir.file("mnesia"),
+            RABBITMQ_LOG_BASE=self.dir.file("log"),
+            RABBITMQ_CONFIG_FILE=self.dir.file("rabbitmq.conf"),
+            RABBITMQ_ADVANCED_CONFIG_FILE=self.dir.file("advanced.config"),
+            RABBITMQ_CONF_ENV_FILE=self.dir.file("rabbitmq-env.conf"),
+            RABBITMQ_ENABLED_PLUGINS_FILE=self.dir.file("enabled_plugins"),
+            RABBITMQ_PID_FILE=self.dir.file("rabbitmq.pid"),
+            RABBITMQ_ALLOW_INPUT="true",
+            ERL_CRASH_DUMP=self.dir.file("erl_crash.dump"),
+            RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
+        )
+        self.env = env
+        self.epmd = Process([binary("EPMD_BIN", "epmd"), "-port", str(self.epmd_port),
+                             "-address", "127.0.0.1"], env, self.dir.file("epmd.log"),
+                            cwd=self.dir.path)
+        wait_until(lambda: port_accepts(self.epmd_port) or not self.epmd.running(),
+                   what="epmd to listen")
+        if not self.epmd.running():
+            raise AssertionError(f"epmd did not start:\n{self.epmd.log()}")
+        self.node = Process([rabbitmq_server_bin()], env,
+                            self.dir.file("rabbitmq.log"), cwd=self.dir.path,
+                            stdin=subprocess.PIPE)
+        deadline = time.monotonic() + self.START_WAIT
+        while not port_accepts(self.port):
+            if not self.node.running() or time.monotonic() >= deadline:
+                text = self.node.log()
+                self.cleanup()
+                raise AssertionError(f"RabbitMQ did not open its MQTT listener:\n{tail(text)}")
+            time.sleep(0.1)
+        self.started_in = time.monotonic() - self.node.started
+
+    def log(self):
+        return self.node.log() if self.node else ""
+
+    def cleanup(self):
+        if self.node:
+            self.node.stop(grace=60.0)
+            self.node = None
+        if self.epmd:
+            self.epmd.stop()
+            self.epmd = None
+        self.dir.cleanup()
