@@ -19,6 +19,7 @@ import queue
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -476,8 +477,6 @@ class Homd:
                             MQTT_TOPIC_START="v1", MQTT_TOPIC_ID=device,
                             HTTP_BASE_URL=api_url, LOG_LEVEL=env.pop("LOG_LEVEL", "debug"),
                             **env)
-        if self.env.get("MQTT_TLS") == "":
-            del self.env["MQTT_TLS"]
         self.process = Process([homd_bin()], self.env,
                                os.path.join(directory, f"{name}-{device}-{time.time_ns()}.log"))
 
@@ -556,7 +555,7 @@ class Client:
             kwargs["clean_session"] = clean
         self.client = paho.Client(**kwargs)
         if ca_file:
-            self.client.tls_set(ca_certs=ca_file)
+            self.client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.messages = queue.Queue()
         self.received = []
         self.lock = threading.Lock()
