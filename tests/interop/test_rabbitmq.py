@@ -10,7 +10,8 @@ Proves:
   request round-trips (SPEC §5.1 "Version fallback");
 - a request published while homd drains on SIGTERM is not lost: it is answered with 503 by
   the draining homd, or executed by the next homd started with the same id; the request
-  that was running when SIGTERM came is finished (SPEC §5, §5.1 "Shutdown", "Granted QoS");
+  that was running when SIGTERM came is finished; one sent while no homd runs is served by
+  the next (SPEC §5, §5.1 "Shutdown", "Granted QoS");
 - `hom devices DEVICE...` (exact status topics) lists an online device where the wildcard
   `hom devices` cannot see it.
 """
@@ -87,25 +88,31 @@ class RabbitMqTest(InteropTest):
                                     what=f"R1's reply\nhomd:\n{harness.tail(first_log)}").json()
         self.assertEqual(r1["status"], 200, r1)
 
-        answered = requester.all(harness.reply_to("r2"))
-        if answered:
-            r2 = answered[0].json()
+        # R3 is sent while no homd runs: the persistent session keeps it for the next one.
+        requester.publish(f"v1/req/{device}/get/gps/latitude", '{"req_id":"r3"}', qos=1)
+        answered_by_first = requester.all(harness.reply_to("r2"))
+        second = self.homd(self.broker.port, self.http.url, device, **env)
+        second.wait_connected(timeout=30)
+        diagnosis = (f"first homd:\n{harness.tail(first_log)}\n"
+                     f"second homd:\n{harness.tail(second.log())}")
+        if answered_by_first:
+            r2 = answered_by_first[0].json()
             self.assertEqual(r2["status"], 503, r2)
             harness.log("R2 was answered 503 by the draining homd")
         else:
             # Not answered by the first homd: it must not have acknowledged it, so the broker
             # still holds it for the next homd with the same id.
-            second = self.homd(self.broker.port, self.http.url, device, **env)
-            second.wait_connected(timeout=30)
             r2 = requester.wait_message(
                 harness.reply_to("r2"), timeout=30,
                 what=f"R2's reply from the next homd (nothing homd acknowledged may be lost)\n"
-                     f"first homd:\n{harness.tail(first_log)}\n"
-                     f"second homd:\n{harness.tail(second.log())}").json()
+                     f"{diagnosis}").json()
             self.assertIn(r2["status"], (200, 503), r2)
             harness.log(f"R2 was answered {r2['status']} by the next homd")
+        r3 = requester.wait_message(harness.reply_to("r3"), timeout=30,
+                                    what=f"R3's reply from the next homd\n{diagnosis}").json()
+        self.assertEqual(r3["status"], 200, r3)
         replies = [m.json()["status"] for m in requester.all(harness.reply_to("r2"))]
-        harness.log(f"replies to R2: {replies}; homd:\n{harness.tail(first_log, 12)}")
+        harness.log(f"replies to R2: {replies}; first homd:\n{harness.tail(first_log, 12)}")
 
     def test_hom_devices_with_device_names(self):
         daemon = self.homd(self.broker.port, self.http.url, "rmq-seen", MQTT_VERSION="3.1.1")
