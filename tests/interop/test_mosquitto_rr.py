@@ -83,7 +83,7 @@ class MosquittoRrTest(InteropTest):
         rr.stop()
         self.assertEqual(reply["status"], 400, reply)
         self.assertIsNone(reply["content"])
-        self.assertIn("Response Topic", reply.get("error", ""), reply)
+        self.assertIn("response topic", reply.get("error", "").lower(), reply)
         self.assertEqual(self.observer.all(lambda m: m.topic.startswith("elsewhere/")), [],
                          "homd must never publish outside v1/res/{id}/")
         self.assertEqual(self.http.count("GET", "/gps/latitude"), 0,
