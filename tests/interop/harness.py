@@ -15,7 +15,6 @@ PATH when not set). HOM_TEST_KEEP=1 keeps the temporary directories to debug a f
 import http.server
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -556,7 +555,6 @@ class Client:
         self.client = paho.Client(**kwargs)
         if ca_file:
             self.client.tls_set(ca_certs=ca_file, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        self.messages = queue.Queue()
         self.received = []
         self.lock = threading.Lock()
         self.connected = threading.Event()
