@@ -11,7 +11,15 @@ packages=(
   libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
   # broker and tools for the tests and the quick start
   mosquitto mosquitto-clients openssl ca-certificates python3 valgrind
+  # third-party peers of the interop tests (tests/interop/): Paho for Python, RabbitMQ's
+  # MQTT plugin (the tests start their own node; the package's own service is not used)
+  python3-paho-mqtt rabbitmq-server
 )
+# MQTT.js and aedes (tests/interop/package.json) need Node.js and npm: Debian's, unless a
+# node is already on PATH.
+if ! command -v node >/dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for package in "${packages[@]}"; do
@@ -21,8 +29,21 @@ for package in "${packages[@]}"; do
   fi
 done
 
+# The interop tests' Node.js packages, exactly as package-lock.json pins them: `npm ci` when
+# node_modules is missing or older than the lock file. Needs no root.
+interop_node_modules() {
+  local dir
+  dir="$(dirname "$(readlink -f "$0")")/../tests/interop"
+  if [[ ! -f "$dir/node_modules/.package-lock.json" ||
+        "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
+    echo "deps: npm ci --prefix tests/interop"
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+}
+
 if ((${#missing[@]} == 0)); then
   echo "deps: all ${#packages[@]} packages are installed"
+  interop_node_modules
   exit 0
 fi
 
@@ -38,3 +59,4 @@ echo "deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update
 apt-get install -y --no-install-recommends "${missing[@]}"
+interop_node_modules
