@@ -273,6 +273,11 @@ struct MqttSession::Impl : public virtual mqtt::callback {
     if (!error || options.mqtt.version != MqttVersion::kAuto ||
         (error->refused && !version_refused))
       return error;
+    // A broker that is simply not up (yet) must not be taken for one that does not speak
+    // MQTT 5: only when it accepts a TCP connection is the failure the protocol's.
+    if (!version_refused &&
+        !tcp_reachable(options.mqtt.host, options.mqtt.port, std::chrono::seconds(2)))
+      return error;
     // Some brokers refuse MQTT 5 in CONNACK; others (RabbitMQ's MQTT plugin before 3.13)
     // just close the socket. Either way 3.1.1 is tried at once, and kept if it works.
     bool ignored = false;
