@@ -1,10 +1,13 @@
-// homd's memory under MQTT 5 traffic (SPEC §5.1 "Bounded memory"): the reply cache is bounded
-// in bytes (MQTT_REPLY_CACHE_BYTES) and duplicates of a running request count against
-// QUEUE_MAX. Real Mosquitto, real HTTP API, the real homd; memory read from /proc.
+// MQTT 5 duplicates (SPEC §2 "MQTT 5", §5.1 "Reply cache key", "Bounded memory"): only the same
+// request is answered from the reply cache; the cache is bounded in bytes
+// (MQTT_REPLY_CACHE_BYTES) and duplicates of a running request count against QUEUE_MAX. Real
+// Mosquitto, real HTTP API, the real homd (memory read from /proc) and, where installed,
+// mosquitto_rr as the requester nobody here wrote.
 #include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -92,7 +95,7 @@ class Mqtt5Caller {
   std::vector<Got> got_;  // guarded by mu_
 };
 
-class MemoryTest : public ::testing::Test {
+class DuplicatesTest : public ::testing::Test {
  protected:
   void start(const Env& env) {
     homd_ = std::make_unique<Homd>(broker_.port(), api_.base_url(), env);
@@ -113,9 +116,56 @@ class MemoryTest : public ::testing::Test {
   std::unique_ptr<Mqtt5Caller> caller_;
 };
 
+// Fault 1: mosquitto_rr -D PUBLISH correlation-data fixed sends every request with the same
+// Response Topic and Correlation Data; the second request used to get the first one's reply.
+TEST_F(DuplicatesTest, MosquittoRrWithFixedCorrelationDataGetsEachRequestsOwnReply) {
+#ifndef MOSQUITTO_RR_BIN
+  GTEST_SKIP() << "mosquitto_rr is not installed";
+#else
+  ASSERT_NO_FATAL_FAILURE(start({}));
+  TempDir dir;
+  std::vector<std::string> outputs;
+  for (const std::string body : {"first", "second", "first"}) {
+    const std::string log = dir.file("rr-" + std::to_string(outputs.size()) + ".log");
+    Process rr({MOSQUITTO_RR_BIN,
+                "-h",
+                "127.0.0.1",
+                "-p",
+                std::to_string(broker_.port()),
+                "-t",
+                req("post/echo/rr"),
+                "-e",
+                res("rr/replies"),
+                "-m",
+                Json{{"body", body}}.dump(),
+                "-D",
+                "PUBLISH",
+                "correlation-data",
+                "fixed",
+                "-q",
+                "1",
+                "-W",
+                "20",
+                "-N"},
+               {}, log);
+    ASSERT_EQ(rr.wait_exit(deadline_in()), 0) << rr.log() << homd_->log_tail();
+    outputs.push_back(rr.log());
+  }
+  for (std::size_t i = 0; i < outputs.size(); ++i) {
+    const auto doc = Json::parse(outputs[i], nullptr, false);
+    ASSERT_TRUE(doc.is_object()) << outputs[i];
+    EXPECT_EQ(doc["status"], 200) << outputs[i];
+    EXPECT_EQ(doc["content"]["body"], i == 1 ? "second" : "first") << outputs[i];
+  }
+  // The third repeats the first byte for byte: a duplicate within 5 minutes, answered from
+  // the cache.
+  EXPECT_EQ(api_.count("/echo/rr"), 2u);
+#endif
+}
+
 // Fault 9: every reply of an MQTT 5 request was kept for 5 minutes (up to 10 000 of them),
 // so 300 replies of 1 MB cost 300 MB.
-TEST_F(MemoryTest, ReplyCacheIsBoundedInBytes) {
+TEST_F(DuplicatesTest, ReplyCacheIsBoundedInBytes) {
   constexpr std::size_t kReplies = 300;
   constexpr std::size_t kWindow = 8;  // requests in flight at a time
   constexpr long kCacheBytes = 8L * 1024 * 1024;
@@ -159,7 +209,7 @@ TEST_F(MemoryTest, ReplyCacheIsBoundedInBytes) {
 
 // Fault 9: duplicates of a running request were parked without limit (200 copies of a
 // 1 MB request: +200 MB). They take a slot of WORKERS + QUEUE_MAX like any request.
-TEST_F(MemoryTest, DuplicatesOfARunningRequestBeyondCapacityGet503) {
+TEST_F(DuplicatesTest, DuplicatesOfARunningRequestBeyondCapacityGet503) {
   constexpr std::size_t kCopies = 200;
   constexpr std::size_t kSlots = 5;  // WORKERS=1 + QUEUE_MAX=4
   ASSERT_NO_FATAL_FAILURE(start({{"WORKERS", "1"}, {"QUEUE_MAX", "4"}, {"LOG_LEVEL", "info"}}));
