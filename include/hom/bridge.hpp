@@ -1,12 +1,11 @@
-// The bridge: parsed requests onto a bounded worker pool, replies onto the publisher.
+// The bridge: requests from the MQTT session onto a bounded worker pool, replies onto the
+// publisher. It owns the order of things; the pieces with one job each are WorkQueue
+// (admission, capacity), ReplyCache (MQTT 5 duplicates) and HttpExecutor (the HTTP call).
 #pragma once
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
 #include <cstdint>
-#include <deque>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -14,8 +13,13 @@
 #include <vector>
 
 #include "hom/config.hpp"
+#include "hom/http_executor.hpp"
 #include "hom/message.hpp"
+#include "hom/reply_cache.hpp"
 #include "hom/request.hpp"
+#include "hom/response.hpp"
+#include "hom/time_source.hpp"
+#include "hom/work_queue.hpp"
 
 namespace hom {
 
@@ -26,65 +30,70 @@ struct BridgeStats {
 };
 
 // Thread-safe: on_message() may be called from the MQTT callback thread while workers run.
-// Every request that on_message() accepts gets exactly one publish.
+// Every request that on_message() accepts is handed to the publisher exactly once (unless
+// not even a 502 fits the broker's packet limit; then it is logged as an error).
 class Bridge {
  public:
+  // Executes requests with one HttpClient per worker.
   Bridge(const Config& config, Publisher& publisher);
-  ~Bridge();  // stop()s
+  // `executors` makes one executor per worker (WORKERS); `now` is the clock of MQTT 5
+  // expiry, the reply cache and stall detection.
+  Bridge(const Config& config, Publisher& publisher, HttpExecutorFactory executors,
+         TimeSource now = std::chrono::steady_clock::now);
+  ~Bridge();  // stop(0)
   Bridge(const Bridge&) = delete;
   Bridge& operator=(const Bridge&) = delete;
 
-  // Parses and enqueues, or answers at once (4xx, 503 when full). Never blocks on I/O.
+  // Parses and enqueues, or answers at once (4xx, 413 for an oversize payload, a cached
+  // reply, 503 when full or stopping). Retained messages are ignored. Never blocks on I/O.
   void on_message(InboundMessage&& message);
 
   // Graceful stop: from now on new requests get 503; queued and running ones may finish
-  // within `grace`; then queued ones get 503 and running calls are aborted (503). Joins
-  // the workers. Idempotent.
+  // within `grace`; then queued ones get 503 and running calls are aborted (503). Returns
+  // once every accepted request was handed to the publisher. Idempotent.
   void stop(std::chrono::milliseconds grace);
 
   BridgeStats stats() const;
 
-  // True when work is waiting but no worker has taken or finished a request for longer than
-  // the HTTP timeout allows: the watchdog then stops vouching for the daemon.
+  // True when work is waiting or running but no worker has taken or finished a request for
+  // longer than the HTTP timeout allows: the watchdog then stops vouching for the daemon.
   bool stalled() const;
 
  private:
-  // MQTT 5 duplicates (same Response Topic and Correlation Data) within kReplyCacheTtl are
-  // answered from here instead of being executed again.
-  struct CacheEntry {
-    std::chrono::steady_clock::time_point created;
-    bool done = false;
-    std::string reply;                // the reply document, once done
-    std::vector<Request> duplicates;  // arrived while running: answered on completion
+  struct Job {
+    Request request;
+    std::string cache_key;     // empty: not an MQTT 5 request with Correlation Data
+    std::uint64_t ticket = 0;  // of the reply cache entry it opened
   };
-  static constexpr auto kReplyCacheTtl = std::chrono::minutes(5);
-  static constexpr std::size_t kReplyCacheMax = 10000;
 
-  void worker_main();
-  void reply(const Request& request, Response response);
-  void publish(const Request& request, std::string document);
-  // True when `request` was answered (or parked) as a duplicate.
-  bool answer_duplicate(Request& request);
-  void complete_duplicates(const Request& request, const std::string& document, bool executed);
+  void admit(Job&& job);
+  void worker_main(HttpExecutor& executor);
+  Response execute(HttpExecutor& executor, Request& request);
+  Response to_response(const Request& request, HttpResult result) const;
+  // Logs the outcome, publishes the reply and answers the duplicates parked behind it.
+  void finish(Job& job, Response response);
+  // Answers a request that was never queued (a rejection, or 503).
+  void answer(const Request& request, Response response);
+  void log_reply(const Request& request, const Response& response);
+  OutboundMessage outbound(const Request& request, std::string document) const;
+  // Replaces a reply that does not fit the broker's packet limit with a 502.
+  void fit(OutboundMessage& out, const Request& request);
+  void publish(OutboundMessage out);
+  void mark_progress();
 
   const Config config_;
   const RequestPolicy policy_;
   Publisher& publisher_;
+  const TimeSource now_;
 
-  mutable std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<Request> queue_;  // guarded by mu_
-  std::size_t busy_ = 0;       // guarded by mu_: requests taken by workers
-  std::chrono::steady_clock::time_point progress_{std::chrono::steady_clock::now()};  // mu_
-  bool stopping_ = false;            // guarded by mu_
-  std::condition_variable idle_cv_;  // signalled when the queue and workers become idle
-  std::atomic<bool> abort_{false};   // aborts running calls at the end of the grace
-  std::vector<std::thread> workers_;
-
-  std::mutex cache_mu_;
-  std::map<std::string, CacheEntry> cache_;  // guarded by cache_mu_
-  std::deque<std::pair<std::chrono::steady_clock::time_point, std::string>>
-      cache_order_;  // guarded by cache_mu_: keys by creation, for expiry
+  WorkQueue<Job> queue_;
+  ReplyCache cache_;
+  std::vector<std::unique_ptr<HttpExecutor>> executors_;  // one per worker
+  std::vector<std::thread> workers_;                      // emptied by stop(), under stop_mu_
+  std::mutex stop_mu_;
+  std::atomic<bool> aborting_{false};  // the grace is over: queued requests get 503
+  // When a worker last took or finished a request (steady_clock ticks since its epoch).
+  std::atomic<std::chrono::steady_clock::rep> progress_;
 
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> answered_{0};

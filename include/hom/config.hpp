@@ -79,6 +79,9 @@ struct Config {
   HttpConfig http;
   int workers = 4;
   std::size_t queue_max = 1024;
+  // MQTT_REPLY_CACHE_BYTES: the MQTT 5 reply cache's bound; a reply over a quarter of it is
+  // not cached.
+  std::size_t reply_cache_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds shutdown_grace{10000};
   std::string log_level = "info";
 };

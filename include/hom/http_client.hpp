@@ -5,26 +5,24 @@
 #include <memory>
 
 #include "hom/config.hpp"
+#include "hom/http_executor.hpp"
 #include "hom/request.hpp"
-#include "hom/response.hpp"
 
 namespace hom {
 
 // One libcurl easy handle, reused across calls so connections to the API are kept alive.
-// Not thread-safe: give each worker thread its own HttpClient.
-class HttpClient {
+// perform() is not thread-safe: give each worker thread its own HttpClient. abort() is.
+class HttpClient : public HttpExecutor {
  public:
-  // `abort`, when given, aborts a running call once it becomes true (the call then
-  // answers 503 "shutting down").
+  // `abort`, when given, aborts a running call once it becomes true, as abort() does.
   explicit HttpClient(const HttpConfig& config, const std::atomic<bool>* abort = nullptr);
-  ~HttpClient();
+  ~HttpClient() override;
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
 
-  // Never throws. The API's response, or a bridge error: 502 (unreachable, TLS, response
-  // too large), 504 (timeout) or 503 (aborted). Sets status, body and headers; the caller sets
-  // req_id.
-  Response perform(const Request& request);
+  // Never throws. The API's response (status, body, headers), or why there is none.
+  HttpResult perform(const Request& request) override;
+  void abort() override;
 
  private:
   struct Impl;

@@ -1,5 +1,8 @@
 #include "hom/bridge.hpp"
 
+#include <algorithm>
+#include <stdexcept>
+
 #include <spdlog/spdlog.h>
 
 #include "hom/http_client.hpp"
@@ -9,6 +12,9 @@ namespace hom {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+constexpr auto kReplyCacheTtl = std::chrono::minutes(5);
+constexpr std::size_t kReplyCacheMax = 10000;
 
 // Network-controlled text made safe for one log line: control bytes escaped, length capped.
 std::string printable(std::string_view s) {
@@ -34,29 +40,55 @@ std::optional<Clock::time_point> deadline_of(const Request& r) {
   return r.received + std::chrono::seconds(*r.expiry_s);
 }
 
-std::optional<std::string> cache_key(const Request& r) {
-  if (!r.correlation_data) return std::nullopt;
-  return r.response_topic + '\0' + *r.correlation_data;
+const char* refusal_reason(Admission a) {
+  return a == Admission::kClosed
+             ? "shutting down"
+             : "overloaded: all workers busy and the queue full (WORKERS, QUEUE_MAX)";
 }
+
+// A bridge-made 503 means the request was not executed: a retry must run it.
+bool executed(const Response& r) { return !(r.status == 503 && !r.error.empty()); }
 
 }  // namespace
 
 Bridge::Bridge(const Config& config, Publisher& publisher)
-    : config_(config), policy_(RequestPolicy::from(config)), publisher_(publisher) {
-  workers_.reserve(static_cast<std::size_t>(config_.workers));
-  for (int i = 0; i < config_.workers; ++i) workers_.emplace_back([this] { worker_main(); });
+    : Bridge(config, publisher, [http = config.http]() -> std::unique_ptr<HttpExecutor> {
+        return std::make_unique<HttpClient>(http);
+      }) {}
+
+Bridge::Bridge(const Config& config, Publisher& publisher, HttpExecutorFactory executors,
+               TimeSource now)
+    : config_(config),
+      policy_(RequestPolicy::from(config)),
+      publisher_(publisher),
+      now_(std::move(now)),
+      queue_(static_cast<std::size_t>(config.workers) + config.queue_max),
+      cache_(ReplyCache::Limits{kReplyCacheMax, config.reply_cache_bytes, kReplyCacheTtl}, now_),
+      progress_(now_().time_since_epoch().count()) {
+  for (int i = 0; i < config_.workers; ++i) {
+    executors_.push_back(executors());
+    if (!executors_.back()) throw std::invalid_argument("the executor factory returned null");
+  }
+  workers_.reserve(executors_.size());
+  for (auto& executor : executors_)
+    workers_.emplace_back([this, e = executor.get()] { worker_main(*e); });
 }
 
 Bridge::~Bridge() { stop(std::chrono::milliseconds(0)); }
 
 void Bridge::on_message(InboundMessage&& message) {
-  const auto now = Clock::now();
+  const auto now = now_();
   if (message.retained) {
     spdlog::warn("ignoring a retained request on {}: retained requests are never executed",
                  printable(message.topic));
     return;
   }
-  auto request = parse_request(policy_, message.topic, message.payload, message.properties);
+  // The session may deliver an oversize message without its payload: not read at all.
+  const std::size_t size = std::max(message.payload.size(), message.payload_bytes);
+  const bool oversize = size > config_.mqtt.max_payload_bytes;
+  auto request = parse_request(policy_, message.topic,
+                               oversize ? std::string_view() : std::string_view(message.payload),
+                               message.properties);
   if (!request) {
     spdlog::warn("ignoring a message on {}: not a request topic of this device",
                  printable(message.topic));
@@ -64,136 +96,145 @@ void Bridge::on_message(InboundMessage&& message) {
   }
   ++received_;
   request->received = now;
-  if (message.payload.size() < message.payload_bytes) {
-    // Not kept by the session: over MQTT_MAX_PAYLOAD_BYTES, so not read (req_id null).
-    request->rejection =
-        bridge_error(413, "payload of " + std::to_string(message.payload_bytes) +
-                              " bytes exceeds MQTT_MAX_PAYLOAD_BYTES (" +
-                              std::to_string(config_.mqtt.max_payload_bytes) + ")");
+  if (oversize) {
+    request->req_id = nullptr;
+    request->rejection = bridge_error(
+        413, "payload of " + std::to_string(size) + " bytes exceeds MQTT_MAX_PAYLOAD_BYTES (" +
+                 std::to_string(config_.mqtt.max_payload_bytes) + ")");
   }
   if (request->rejection) {
     Response rejection = std::move(*request->rejection);
-    reply(*request, std::move(rejection));
+    answer(*request, std::move(rejection));
     return;
   }
-  if (answer_duplicate(*request)) return;
-  const char* refusal = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) {
-      refusal = "shutting down";
-    } else if (queue_.size() + busy_ >=
-               static_cast<std::size_t>(config_.workers) + config_.queue_max) {
-      refusal = "overloaded: all workers busy and the queue full (WORKERS, QUEUE_MAX)";
-    } else {
-      queue_.push_back(std::move(*request));
-    }
+  Job job{std::move(*request), {}, 0};
+  if (job.request.correlation_data) {
+    job.cache_key = reply_cache_key(job.request.response_topic, *job.request.correlation_data,
+                                    message.topic, message.payload);
   }
-  if (refusal) {
-    reply(*request, bridge_error(503, refusal, request->req_id));
-  } else {
-    cv_.notify_one();
-  }
+  admit(std::move(job));
 }
 
-bool Bridge::answer_duplicate(Request& request) {
-  const auto key = cache_key(request);
-  if (!key) return false;
-  std::string cached;
-  {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    const auto now = Clock::now();
-    while (!cache_order_.empty() && (now - cache_order_.front().first > kReplyCacheTtl ||
-                                     cache_order_.size() > kReplyCacheMax)) {
-      const auto it = cache_.find(cache_order_.front().second);
-      // Keep an entry whose first request is still running: its duplicates wait on it.
-      if (it != cache_.end() && it->second.created == cache_order_.front().first && it->second.done)
-        cache_.erase(it);
-      cache_order_.pop_front();
-    }
-    auto [it, inserted] = cache_.try_emplace(*key);
-    if (inserted || (it->second.done && now - it->second.created > kReplyCacheTtl)) {
-      it->second = CacheEntry{request.received, false, {}, {}};
-      cache_order_.emplace_back(request.received, *key);
-      return false;  // the first: execute it
-    }
-    if (!it->second.done) {
-      spdlog::info("{} {}: duplicate of a running request, answered when it completes",
-                   printable(request.verb), printable(request.path));
-      it->second.duplicates.push_back(std::move(request));
+void Bridge::admit(Job&& job) {
+  Admission admission = Admission::kAccepted;
+  if (!job.cache_key.empty()) {
+    auto lookup = cache_.begin(job.cache_key, job.request, [&] {
+      // A parked duplicate takes a slot like a queued request (SPEC §5.1), and keeps only
+      // what its reply needs: the body and headers go.
+      admission = queue_.hold();
+      if (admission != Admission::kAccepted) return false;
+      job.request.body.reset();
+      HeaderList().swap(job.request.headers);
       return true;
-    }
-    cached = it->second.reply;
-  }
-  spdlog::info("{} {}: duplicate answered from the reply cache", printable(request.verb),
-               printable(request.path));
-  ++answered_;
-  publish(request, std::move(cached));
-  return true;
-}
-
-void Bridge::complete_duplicates(const Request& request, const std::string& document,
-                                 bool executed) {
-  const auto key = cache_key(request);
-  if (!key) return;
-  std::vector<Request> waiting;
-  {
-    std::lock_guard<std::mutex> lock(cache_mu_);
-    const auto it = cache_.find(*key);
-    // Only the request that opened the entry completes it.
-    if (it == cache_.end() || it->second.done || it->second.created != request.received) return;
-    waiting.swap(it->second.duplicates);
-    if (executed) {
-      it->second.done = true;
-      it->second.reply = document;
-    } else {
-      cache_.erase(it);  // not executed (503): a retry must run it
-    }
-  }
-  for (const auto& duplicate : waiting) {
-    ++answered_;
-    publish(duplicate, document);
-  }
-}
-
-void Bridge::worker_main() {
-  HttpClient http(config_.http, &abort_);
-  std::unique_lock<std::mutex> lock(mu_);
-  while (true) {
-    cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;  // stopping and nothing left
-    Request request = std::move(queue_.front());
-    queue_.pop_front();
-    progress_ = Clock::now();
-    if (abort_) {
-      lock.unlock();
-      reply(request, bridge_error(503, "shutting down", request.req_id));
-      lock.lock();
-      continue;
-    }
-    ++busy_;
-    lock.unlock();
-    const auto deadline = deadline_of(request);
-    const auto now = Clock::now();
-    if (deadline && now >= *deadline) {
-      reply(request, bridge_error(504, "expired before execution", request.req_id));
-    } else {
-      if (deadline) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
-        request.timeout = std::max(std::chrono::milliseconds(1), std::min(request.timeout, left));
+    });
+    switch (lookup.outcome) {
+      case ReplyCache::Outcome::kParked:
+        spdlog::info("{} {}: duplicate of a running request, answered when it completes",
+                     printable(job.request.verb), printable(job.request.path));
+        return;
+      case ReplyCache::Outcome::kCached: {
+        spdlog::info("{} {}: duplicate answered from the reply cache", printable(job.request.verb),
+                     printable(job.request.path));
+        auto out = outbound(job.request, std::move(lookup.reply));
+        fit(out, job.request);
+        publish(std::move(out));
+        return;
       }
-      reply(request, http.perform(request));
+      case ReplyCache::Outcome::kRefused:
+        answer(job.request, bridge_error(503, refusal_reason(admission), job.request.req_id));
+        return;
+      case ReplyCache::Outcome::kExecute:
+        job.ticket = lookup.ticket;
+        break;
     }
-    lock.lock();
-    --busy_;
-    progress_ = Clock::now();
-    if (queue_.empty() && busy_ == 0) idle_cv_.notify_all();
+  }
+  admission = queue_.push(std::move(job));
+  if (admission == Admission::kAccepted) return;
+  // Refused, so `job` was not moved from: answer it, and whatever parked behind it meanwhile.
+  finish(job, bridge_error(503, refusal_reason(admission), job.request.req_id));
+}
+
+void Bridge::worker_main(HttpExecutor& executor) {
+  while (auto job = queue_.pop()) {
+    mark_progress();
+    Response response = aborting_ ? bridge_error(503, "shutting down", job->request.req_id)
+                                  : execute(executor, job->request);
+    finish(*job, std::move(response));
+    queue_.done();
+    mark_progress();
   }
 }
 
-void Bridge::reply(const Request& request, Response response) {
-  const double ms =
-      std::chrono::duration<double, std::milli>(Clock::now() - request.received).count();
+Response Bridge::execute(HttpExecutor& executor, Request& request) {
+  const auto deadline = deadline_of(request);
+  const auto now = now_();
+  if (deadline && now >= *deadline)
+    return bridge_error(504, "expired before execution", request.req_id);
+  if (deadline) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
+    request.timeout = std::max(std::chrono::milliseconds(1), std::min(request.timeout, left));
+  }
+  return to_response(request, executor.perform(request));
+}
+
+Response Bridge::to_response(const Request& request, HttpResult result) const {
+  using Outcome = HttpResult::Outcome;
+  switch (result.outcome) {
+    case Outcome::kResponse: {
+      Response r;
+      r.status = result.status;
+      r.body = std::move(result.body);
+      r.headers = std::move(result.headers);
+      r.req_id = request.req_id;
+      r.include_headers = request.include_headers;
+      return r;
+    }
+    case Outcome::kTimeout:
+      return bridge_error(
+          504,
+          "the local API did not answer within " + std::to_string(request.timeout.count()) + " ms",
+          request.req_id);
+    case Outcome::kTooLarge:
+      return bridge_error(502,
+                          "the local API's response body exceeds HTTP_MAX_RESPONSE_BYTES (" +
+                              std::to_string(config_.http.max_response_bytes) + ")",
+                          request.req_id);
+    case Outcome::kAborted:
+      return bridge_error(503, "shutting down: the call was aborted", request.req_id);
+    case Outcome::kUnreachable:
+      break;
+  }
+  return bridge_error(502, "the local API could not be reached: " + result.reason, request.req_id);
+}
+
+void Bridge::finish(Job& job, Response response) {
+  log_reply(job.request, response);
+  const bool done = executed(response);
+  auto out = outbound(job.request, to_json(response));
+  fit(out, job.request);
+  if (!job.cache_key.empty()) {
+    // Duplicates parked behind this request get the same reply, as published.
+    const auto parked = done ? cache_.complete(job.cache_key, job.ticket, out.payload)
+                             : cache_.abandon(job.cache_key, job.ticket);
+    for (const auto& duplicate : parked) {
+      auto copy = outbound(duplicate, out.payload);
+      fit(copy, duplicate);
+      publish(std::move(copy));
+    }
+    queue_.release(parked.size());
+  }
+  publish(std::move(out));
+}
+
+void Bridge::answer(const Request& request, Response response) {
+  log_reply(request, response);
+  auto out = outbound(request, to_json(response));
+  fit(out, request);
+  publish(std::move(out));
+}
+
+void Bridge::log_reply(const Request& request, const Response& response) {
+  const double ms = std::chrono::duration<double, std::milli>(now_() - request.received).count();
   if (response.error.empty()) {
     // Guarded: the arguments cost two allocations, and this runs for every request.
     if (spdlog::should_log(spdlog::level::info))
@@ -204,14 +245,9 @@ void Bridge::reply(const Request& request, Response response) {
     spdlog::warn("{} {} -> {} ({:.1f} ms): {}", printable(request.verb), printable(request.path),
                  response.status, ms, printable(response.error));
   }
-  const bool executed = !(response.status == 503 && !response.error.empty());
-  std::string document = to_json(response);
-  complete_duplicates(request, document, executed);
-  ++answered_;
-  publish(request, std::move(document));
 }
 
-void Bridge::publish(const Request& request, std::string document) {
+OutboundMessage Bridge::outbound(const Request& request, std::string document) const {
   OutboundMessage out;
   out.topic = request.response_topic;
   out.payload = std::move(document);
@@ -219,41 +255,62 @@ void Bridge::publish(const Request& request, std::string document) {
   out.correlation_data = request.correlation_data;
   if (const auto deadline = deadline_of(request)) {
     // The reply lives as long as the request had left, at least one second.
-    const auto left = std::chrono::ceil<std::chrono::seconds>(*deadline - Clock::now()).count();
+    const auto left = std::chrono::ceil<std::chrono::seconds>(*deadline - now_()).count();
     out.expiry_s = static_cast<std::uint32_t>(std::max<long long>(1, left));
   }
+  return out;
+}
+
+void Bridge::fit(OutboundMessage& out, const Request& request) {
+  if (publisher_.fits(out)) return;
+  ++bridge_errors_;
+  spdlog::warn("{} {}: the reply of {} bytes does not fit the broker's packet limit: 502",
+               printable(request.verb), printable(request.path), out.payload.size());
+  out.payload = to_json(bridge_error(502, "reply too large for the broker", request.req_id));
+  if (publisher_.fits(out)) return;
+  out.payload = to_json(
+      bridge_error(502, "reply too large for the broker; req_id too large to echo", nullptr));
+}
+
+void Bridge::publish(OutboundMessage out) {
+  if (!publisher_.fits(out)) {
+    // Only a Response Topic or Correlation Data near the broker's limit gets here.
+    ++bridge_errors_;
+    spdlog::error("not even a 502 reply fits the broker's packet limit on {}: not answered",
+                  printable(out.topic));
+    return;
+  }
+  ++answered_;
   publisher_.publish(std::move(out));
 }
 
+void Bridge::mark_progress() { progress_ = now_().time_since_epoch().count(); }
+
 void Bridge::stop(std::chrono::milliseconds grace) {
-  std::unique_lock<std::mutex> lock(mu_);
+  std::lock_guard<std::mutex> lock(stop_mu_);
   if (workers_.empty()) return;
-  stopping_ = true;
-  cv_.notify_all();
-  if (!idle_cv_.wait_for(lock, grace, [this] { return queue_.empty() && busy_ == 0; })) {
+  queue_.close();  // from now on: 503 "shutting down"
+  if (!queue_.wait_idle_for(grace)) {
+    const auto c = queue_.counts();
     spdlog::warn("shutdown grace of {} ms over: {} queued and {} running requests get 503",
-                 grace.count(), queue_.size(), busy_);
+                 grace.count(), c.queued, c.running);
   }
-  abort_ = true;
-  lock.unlock();
+  aborting_ = true;
+  for (auto& executor : executors_) executor->abort();
   for (auto& worker : workers_) worker.join();
   workers_.clear();
-  // Duplicates still parked behind a request that never completed get their 503 too.
-  std::vector<Request> orphans;
-  {
-    std::lock_guard<std::mutex> cache_lock(cache_mu_);
-    for (auto& [key, entry] : cache_)
-      for (auto& d : entry.duplicates) orphans.push_back(std::move(d));
-    cache_.clear();
-  }
-  for (const auto& o : orphans) reply(o, bridge_error(503, "shutting down", o.req_id));
+  // Every entry's request has completed, so nothing should be parked; answer any that is.
+  const auto orphans = cache_.clear();
+  for (const auto& o : orphans) answer(o, bridge_error(503, "shutting down", o.req_id));
+  queue_.release(orphans.size());
 }
 
 bool Bridge::stalled() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (queue_.empty() && busy_ == 0) return false;
+  const auto c = queue_.counts();
+  if (c.queued == 0 && c.running == 0) return false;
   const auto limit = config_.http.timeout + config_.http.connect_timeout + std::chrono::seconds(30);
-  return Clock::now() - progress_ > limit;
+  const Clock::time_point progress{Clock::duration(progress_.load())};
+  return now_() - progress > limit;
 }
 
 BridgeStats Bridge::stats() const {

@@ -362,6 +362,8 @@ Config load_config(const Env& env) {
 
   c.workers = static_cast<int>(r.integer("WORKERS", 4, 1, 1024));
   c.queue_max = static_cast<std::size_t>(r.integer("QUEUE_MAX", 1024, 0, 1000000));
+  c.reply_cache_bytes = static_cast<std::size_t>(
+      r.integer("MQTT_REPLY_CACHE_BYTES", 8 * 1024 * 1024, 0, 1024LL * 1024 * 1024));
   c.shutdown_grace = std::chrono::milliseconds(r.integer("SHUTDOWN_GRACE_MS", 10000, 0, 3600000));
   c.log_level = lower(r.str("LOG_LEVEL", "info"));
   static const char* kLevels[] = {"trace",   "debug", "info",     "warn",
@@ -426,6 +428,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"HTTP_TLS_INSECURE", flag(c.http.tls_insecure)},
       {"WORKERS", std::to_string(c.workers)},
       {"QUEUE_MAX", std::to_string(c.queue_max)},
+      {"MQTT_REPLY_CACHE_BYTES", std::to_string(c.reply_cache_bytes)},
       {"SHUTDOWN_GRACE_MS", std::to_string(c.shutdown_grace.count())},
       {"LOG_LEVEL", c.log_level},
   };

@@ -32,7 +32,7 @@ void http_global_init() { curl_global_init(CURL_GLOBAL_DEFAULT); }
 
 struct HttpClient::Impl {
   Impl(const HttpConfig& c, const std::atomic<bool>* a)
-      : config(c), abort(a), curl(curl_easy_init()) {}
+      : config(c), external_abort(a), curl(curl_easy_init()) {}
   ~Impl() { curl_easy_cleanup(curl); }
 
   static size_t on_body(char* data, size_t size, size_t count, void* self) {
@@ -65,11 +65,15 @@ struct HttpClient::Impl {
 
   static int on_progress(void* self, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
     const auto* impl = static_cast<Impl*>(self);
-    return impl->abort->load(std::memory_order_relaxed) ? 1 : 0;
+    const bool external = impl->external_abort && impl->external_abort->load();
+    return external || impl->aborted.load() ? 1 : 0;
   }
 
   const HttpConfig config;
-  const std::atomic<bool>* abort;
+  const std::atomic<bool>* external_abort;
+  std::atomic<bool> aborted{false};
+  // Never null: abort() can stop any call, so the progress callback is always installed.
+  const std::atomic<bool>* abort = &aborted;
   CURL* curl;
   std::string body;
   HeaderList headers;
@@ -81,10 +85,21 @@ HttpClient::HttpClient(const HttpConfig& config, const std::atomic<bool>* abort)
     : impl_(std::make_unique<Impl>(config, abort)) {}
 HttpClient::~HttpClient() = default;
 
-Response HttpClient::perform(const Request& request) {
+void HttpClient::abort() { impl_->aborted = true; }
+
+HttpResult HttpClient::perform(const Request& request) {
+  using Outcome = HttpResult::Outcome;
+  const auto failure = [](Outcome outcome, std::string reason) {
+    HttpResult r;
+    r.outcome = outcome;
+    r.reason = std::move(reason);
+    return r;
+  };
   Impl& s = *impl_;
   CURL* c = s.curl;
-  if (!c) return bridge_error(502, "could not create an HTTP handle", request.req_id);
+  if (!c) return failure(Outcome::kUnreachable, "could not create an HTTP handle");
+  if (s.aborted || (s.external_abort && s.external_abort->load()))
+    return failure(Outcome::kAborted, "aborted before the call");
   // Reset clears the options but keeps the live connections to the API.
   curl_easy_reset(c);
   s.body.clear();
@@ -160,31 +175,18 @@ Response HttpClient::perform(const Request& request) {
   if (rc == CURLE_OK) {
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
-    Response r;
+    HttpResult r;
     r.status = static_cast<int>(status);
     r.body = std::move(s.body);
     r.headers = std::move(s.headers);
-    r.req_id = request.req_id;
-    r.include_headers = request.include_headers;
     return r;
   }
-  if (rc == CURLE_ABORTED_BY_CALLBACK) {
-    return bridge_error(503, "shutting down: the call was aborted", request.req_id);
-  }
-  if (rc == CURLE_OPERATION_TIMEDOUT) {
-    return bridge_error(
-        504,
-        "the local API did not answer within " + std::to_string(request.timeout.count()) + " ms",
-        request.req_id);
-  }
-  if (s.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
-    return bridge_error(502,
-                        "the local API's response body exceeds HTTP_MAX_RESPONSE_BYTES (" +
-                            std::to_string(s.config.max_response_bytes) + ")",
-                        request.req_id);
-  }
   std::string reason = s.error[0] ? s.error : curl_easy_strerror(rc);
-  return bridge_error(502, "the local API could not be reached: " + reason, request.req_id);
+  if (rc == CURLE_ABORTED_BY_CALLBACK) return failure(Outcome::kAborted, std::move(reason));
+  if (rc == CURLE_OPERATION_TIMEDOUT) return failure(Outcome::kTimeout, std::move(reason));
+  if (s.too_large || rc == CURLE_FILESIZE_EXCEEDED)
+    return failure(Outcome::kTooLarge, std::move(reason));
+  return failure(Outcome::kUnreachable, std::move(reason));
 }
 
 }  // namespace hom

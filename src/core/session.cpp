@@ -244,7 +244,9 @@ struct MqttSession::Impl : public virtual mqtt::callback {
       std::size_t limit = options.mqtt.max_message_bytes;
       int max_qos = 2;
       if (version == MQTTVERSION_5) {
-        const auto& props = tok->get_connect_response().get_properties();
+        // A copy: get_connect_response() returns a temporary.
+        const mqtt::connect_response response = tok->get_connect_response();
+        const mqtt::properties props = response.get_properties();
         if (props.contains(mqtt::property::MAXIMUM_PACKET_SIZE)) {
           const auto broker = mqtt::get<std::uint32_t>(props, mqtt::property::MAXIMUM_PACKET_SIZE);
           limit =
