@@ -54,10 +54,13 @@ struct TopicConfig {
 };
 
 struct HttpConfig {
-  std::string base_url = "http://localhost/";  // normalised to end with '/'
+  // Normalised to end with '/', never with credentials: "http://user:pass@host/" gives
+  // base_url "http://host/" and user/password, as if HTTP_USER/HTTP_PASS were set.
+  std::string base_url = "http://localhost/";
   std::optional<std::string> user;
   std::optional<std::string> password;
   std::string password_file;
+  bool credentials_in_url = false;  // user/password came from HTTP_BASE_URL
   std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds connect_timeout{5000};
   std::size_t max_body_bytes = 1024 * 1024;
@@ -89,6 +92,14 @@ MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics);
 // The effective configuration as NAME=value lines (defaults included, secrets as ***),
 // for `homd --check-config`.
 std::vector<std::pair<std::string, std::string>> describe(const Config& config);
+
+// The base URL for humans (logs, --check-config): credentials taken from HTTP_BASE_URL are
+// shown as "user:***@", so the password never appears.
+std::string display_base_url(const HttpConfig& http);
+
+// `url` with the password of its userinfo (if any) replaced by "***"; for error messages about
+// URLs that may not even parse.
+std::string mask_url_password(std::string_view url);
 
 // Trims leading and trailing '/' from a topic part.
 std::string trim_slashes(std::string_view part);

@@ -132,8 +132,9 @@ int main(int argc, char** argv) {
   bridge = &core;
   if (config.mqtt.tls && config.mqtt.tls_insecure)
     spdlog::warn("MQTT_TLS_INSECURE is set: the broker's certificate is NOT verified");
-  spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION, config.http.base_url,
-               config.mqtt.server_uri, config.workers, config.queue_max);
+  spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION,
+               hom::display_base_url(config.http), config.mqtt.server_uri, config.workers,
+               config.queue_max);
 
   std::atomic<bool> stop{false};
   std::thread signal_thread = start_signal_thread(signals, stop, link);
