@@ -88,7 +88,8 @@ int main(int argc, char** argv) {
   int qos = 2;
   app.add_option("VERB", verb, "HTTP method: get, post, put, patch, delete, head, options");
   app.add_option("DEVICE", device, "device id (MQTT_TOPIC_ID of its homd)");
-  app.add_option("PATH", path, "path under the device's HTTP_BASE_URL, may hold ?query");
+  auto* path_opt =
+      app.add_option("PATH", path, "path under the device's HTTP_BASE_URL (the root is /)");
   app.add_option("-d,--data", request.data, "body: JSON when it parses, else text; @FILE reads it");
   app.add_option("--data-raw", request.data_raw, "body sent as text, as it is");
   app.add_option("--data-binary", data_binary, "@FILE: body sent as bytes (body_base64)");
@@ -158,6 +159,10 @@ int main(int argc, char** argv) {
 
   if (verb.empty() || device.empty())
     return fail(hom::exit_code::kUsage, "usage: hom VERB DEVICE PATH (see hom --help)");
+  // A forgotten PATH must not quietly call the root: the root is asked for as "/".
+  if (path_opt->count() == 0)
+    return fail(hom::exit_code::kUsage,
+                "missing PATH: usage: hom VERB DEVICE PATH (the root is /; see hom --help)");
   if (verb.find_first_of("/+#") != std::string::npos)
     return fail(hom::exit_code::kUsage, "VERB '" + verb + "' must be one word");
   const std::string device_id = hom::trim_slashes(device);
