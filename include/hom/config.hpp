@@ -101,6 +101,13 @@ std::string display_base_url(const HttpConfig& http);
 // URLs that may not even parse.
 std::string mask_url_password(std::string_view url);
 
+// SPEC §5.1 "No proxy": unsets the proxy variables that libcurl and Paho C read on their own
+// (http_proxy, https_proxy, all_proxy, no_proxy in either case, PAHO_C_CLIENT_USE_HTTP_PROXY),
+// so the local API and the broker are always reached directly. Returns the names that were
+// set. Not thread-safe (unsetenv while another thread may call getenv): call it first thing in
+// main(), before any thread starts.
+std::vector<std::string> ignore_proxy_environment();
+
 // Trims leading and trailing '/' from a topic part.
 std::string trim_slashes(std::string_view part);
 

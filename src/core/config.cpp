@@ -428,6 +428,23 @@ std::string mask_url_password(std::string_view url) {
   return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
 }
 
+std::vector<std::string> ignore_proxy_environment() {
+  // libcurl reads the lower-case and (except http_proxy's) upper-case spellings; Paho C 1.3
+  // reads http_proxy and https_proxy on every connect, newer ones only with
+  // PAHO_C_CLIENT_USE_HTTP_PROXY=TRUE and honouring no_proxy.
+  static const char* const kNames[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                       "HTTPS_PROXY", "all_proxy",  "ALL_PROXY",
+                                       "no_proxy",    "NO_PROXY",   "PAHO_C_CLIENT_USE_HTTP_PROXY"};
+  std::vector<std::string> ignored;
+  for (const char* name : kNames) {
+    if (std::getenv(name)) {
+      ignored.emplace_back(name);
+      ::unsetenv(name);
+    }
+  }
+  return ignored;
+}
+
 std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
   const auto secret = [](const std::optional<std::string>& v) -> std::string {
     return v ? "***" : "";

@@ -56,6 +56,8 @@ int fail(int code, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists (unsetenv): the broker is reached directly, as homd does.
+  const std::vector<std::string> ignored_proxy_vars = hom::ignore_proxy_environment();
   CLI::App app{"hom: call a device's local HTTP API over MQTT (through homd)", "hom"};
   app.footer(kExamples);
   app.set_version_flag("--version", std::string("hom ") + HOM_VERSION);
@@ -200,6 +202,7 @@ int main(int argc, char** argv) {
                    std::chrono::milliseconds(10000)));
     hom::Requester requester(mqtt, topics.start, connect_timeout);
     if (verbose) {
+      for (const auto& name : ignored_proxy_vars) std::cerr << "* ignored " << name << "\n";
       std::cerr << "* connected to " << mqtt.server_uri << " (" << elapsed_ms() << " ms)\n";
       requester.set_trace([&](const std::string& line) {
         std::cerr << "* " << line << " (" << elapsed_ms() << " ms)\n";

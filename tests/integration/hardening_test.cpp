@@ -1,8 +1,17 @@
-// SPEC §5.1 hardening against the real homd: credentials in HTTP_BASE_URL act as
-// HTTP_USER/HTTP_PASS and never show; a base URL without a host is refused.
+// SPEC §5.1 hardening against the real homd: proxy variables in its environment are ignored
+// (for the API and for the broker), credentials in HTTP_BASE_URL act as HTTP_USER/HTTP_PASS and
+// never show, header limits.
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <atomic>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <utility>
 
@@ -12,6 +21,50 @@
 
 namespace hom::test {
 namespace {
+
+// A loopback TCP listener that counts the connections it accepts and closes each at once:
+// it stands for an HTTP proxy that nothing should use.
+class FakeProxy {
+ public:
+  FakeProxy() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+        ::listen(fd_, 64) != 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+      throw std::runtime_error("fake proxy: cannot listen");
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      while (!stop_) {
+        pollfd p{fd_, POLLIN, 0};
+        if (::poll(&p, 1, 50) <= 0) continue;  // wakes up to notice stop_
+        const int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+        if (conn < 0) continue;
+        ++accepted_;
+        ::close(conn);
+      }
+    });
+  }
+  ~FakeProxy() {
+    stop_ = true;
+    thread_.join();
+    ::close(fd_);
+  }
+  FakeProxy(const FakeProxy&) = delete;
+  FakeProxy& operator=(const FakeProxy&) = delete;
+
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int accepted() const { return accepted_; }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
+};
 
 Json field(const Json& doc, const std::string& key) {
   return doc.is_object() && doc.contains(key) ? doc.at(key) : Json();
@@ -23,6 +76,29 @@ std::pair<std::optional<int>, std::string> check_config(const Env& env) {
   Process p({HOMD_BIN, "--check-config"}, env, dir.file("check.log"));
   const auto status = p.wait_exit(deadline_in());
   return {status, p.log()};
+}
+
+TEST(HardeningTest, ProxyVariablesAreIgnoredForTheApiAndTheBroker) {
+  Mosquitto broker;
+  ApiServer api;
+  FakeProxy proxy;
+  Env env;
+  for (const char* name :
+       {"http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"})
+    env[name] = proxy.url();
+  env["no_proxy"] = "example.com";
+  env["PAHO_C_CLIENT_USE_HTTP_PROXY"] = "TRUE";  // newer Paho C reads the variables only then
+  Homd homd(broker.port(), api.base_url(), env);
+  ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
+
+  MqttClient client(broker.uri(), homd.topic_start(), homd.topic_id());
+  const auto reply = client.call("get", "gps/latitude");
+  ASSERT_TRUE(reply) << homd.log_tail();
+  EXPECT_EQ(field(reply->doc, "status"), 200) << reply->payload;
+  EXPECT_EQ(api.count("/gps/latitude"), 1u);
+  EXPECT_EQ(proxy.accepted(), 0) << "something went through the proxy\n" << homd.log_tail();
+  EXPECT_TRUE(homd.process().wait_for_log_line({"info", "ignoring", "http_proxy", "ALL_PROXY"}))
+      << homd.log_tail();
 }
 
 TEST(HardeningTest, BaseUrlCredentialsAreSentAndWinOverThePayloadsAuthorization) {

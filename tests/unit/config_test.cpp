@@ -685,6 +685,20 @@ TEST(ConfigDescribe, BaseUrlCredentialsAreMasked) {
   EXPECT_EQ(find(lines, "HTTP_PASS"), std::optional<std::string>("*** (from HTTP_BASE_URL)"));
 }
 
+TEST(ConfigProxy, ProxyVariablesAreRemovedFromTheEnvironment) {
+  ::setenv("http_proxy", "http://127.0.0.1:9", 1);
+  ::setenv("HTTPS_PROXY", "http://127.0.0.1:9", 1);
+  ::setenv("ALL_PROXY", "socks5://127.0.0.1:9", 1);
+  ::setenv("no_proxy", "", 1);  // set, though empty
+  ::unsetenv("https_proxy");
+  const auto ignored = hom::ignore_proxy_environment();
+  EXPECT_EQ(ignored,
+            (std::vector<std::string>{"http_proxy", "HTTPS_PROXY", "ALL_PROXY", "no_proxy"}));
+  for (const char* name : {"http_proxy", "HTTPS_PROXY", "ALL_PROXY", "no_proxy"})
+    EXPECT_EQ(std::getenv(name), nullptr) << name;
+  EXPECT_TRUE(hom::ignore_proxy_environment().empty());
+}
+
 TEST(ConfigDescribe, SecretsAreStarredAndFilesShowTheirPath) {
   TempFile http_pass("file-secret-42\n");
   const Config c = load_config(fake_env({{"MQTT_USER", "dev"},
