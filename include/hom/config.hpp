@@ -65,6 +65,7 @@ struct HttpConfig {
   std::chrono::milliseconds connect_timeout{5000};
   std::size_t max_body_bytes = 1024 * 1024;
   std::size_t max_response_bytes = 1024 * 1024;
+  std::size_t max_header_bytes = 64 * 1024;  // names + values of all request headers
   std::vector<std::string> allowed_methods;  // upper-case
   std::vector<std::string> allowed_paths;    // globs, each with a leading '/'; empty: all
   std::string unix_socket;

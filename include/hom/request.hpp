@@ -27,7 +27,8 @@ struct RequestPolicy {
   std::size_t max_payload_bytes;
   std::size_t max_body_bytes;
   std::chrono::milliseconds max_timeout;
-  bool drop_authorization;  // the bridge sends its own credentials (HTTP_USER)
+  bool drop_authorization;                   // the bridge sends its own credentials (HTTP_USER)
+  std::size_t max_header_bytes = 64 * 1024;  // names + values of the payload's headers
 
   static RequestPolicy from(const Config& config);
 };

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <unordered_set>
 
 #include "hom/base64.hpp"
 #include "hom/path.hpp"
@@ -17,6 +18,12 @@ constexpr int kMaxDepth = 100;
 std::string to_upper(std::string_view s) {
   std::string out(s);
   for (auto& c : out) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   return out;
 }
 
@@ -62,19 +69,30 @@ std::string encode_params(const json& params, std::string& query) {
   return {};
 }
 
-// Validates `headers` into `out`; returns an error text or "".
-std::string collect_headers(const json& headers, bool drop_authorization, HeaderList& out) {
+// Any control character but HTAB: CR, LF and NUL break framing, the others confuse servers.
+bool has_control_character(std::string_view text) {
+  return std::any_of(text.begin(), text.end(), [](char ch) {
+    const auto c = static_cast<unsigned char>(ch);
+    return (c < 0x20 && c != '\t') || c == 0x7F;
+  });
+}
+
+// Validates `headers` into `out` and adds their names' and values' sizes to `bytes` (all of
+// them, dropped ones included: what the requester sent); returns an error text or "".
+// Linear in the number of headers: a payload may hold hundreds of thousands.
+std::string collect_headers(const json& headers, bool drop_authorization, HeaderList& out,
+                            std::size_t& bytes) {
   if (!headers.is_object()) return "'headers' must be an object of strings";
-  std::vector<std::string> seen;
+  std::unordered_set<std::string> seen;  // lower-case names
+  seen.reserve(headers.size());
   for (const auto& [name, value] : headers.items()) {
     if (!value.is_string()) return "header '" + name + "' must have a string value";
     if (!is_token(name)) return "header name '" + name + "' is not a valid token";
     const auto& text = value.get_ref<const std::string&>();
-    if (text.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
-      return "header '" + name + "' contains CR, LF or NUL";
-    for (const auto& other : seen)
-      if (iequals(other, name)) return "header '" + name + "' is given twice";
-    seen.push_back(name);
+    if (has_control_character(text))
+      return "header '" + name + "' contains a control character (only HTAB is allowed)";
+    if (!seen.insert(to_lower(name)).second) return "header '" + name + "' is given twice";
+    bytes += name.size() + text.size();
     if (is_dropped_header(name) || (drop_authorization && iequals(name, "authorization"))) continue;
     out.emplace_back(name, text);
   }
@@ -133,7 +151,8 @@ RequestPolicy RequestPolicy::from(const Config& config) {
                        config.mqtt.max_payload_bytes,
                        config.http.max_body_bytes,
                        config.http.timeout,
-                       config.http.user.has_value()};
+                       config.http.user.has_value(),
+                       config.http.max_header_bytes};
 }
 
 std::optional<Request> parse_request(const RequestPolicy& policy, std::string_view topic,
@@ -215,8 +234,10 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
   if (const auto it = doc.find("params"); it != doc.end() && !it->is_null()) {
     if (auto error = encode_params(*it, query); !error.empty()) return reject(400, error);
   }
+  std::size_t header_bytes = 0;
   if (const auto it = doc.find("headers"); it != doc.end() && !it->is_null()) {
-    if (auto error = collect_headers(*it, policy.drop_authorization, r.headers); !error.empty())
+    if (auto error = collect_headers(*it, policy.drop_authorization, r.headers, header_bytes);
+        !error.empty())
       return reject(400, error);
   }
   const auto body = doc.find("body");
@@ -256,11 +277,16 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
   if (!path_allowed(policy.allowed_paths, plain))
     return reject(403, "path " + plain + " is not allowed (HTTP_ALLOWED_PATHS)");
 
-  // 6. Body size.
+  // 6. Body size, and the size of the headers with it.
   if (r.body && r.body->size() > policy.max_body_bytes) {
     return reject(413, "request body of " + std::to_string(r.body->size()) +
                            " bytes exceeds HTTP_MAX_BODY_BYTES (" +
                            std::to_string(policy.max_body_bytes) + ")");
+  }
+  if (header_bytes > policy.max_header_bytes) {
+    return reject(413, "request headers of " + std::to_string(header_bytes) +
+                           " bytes exceed HTTP_MAX_HEADER_BYTES (" +
+                           std::to_string(policy.max_header_bytes) + ")");
   }
 
   std::string url_error;

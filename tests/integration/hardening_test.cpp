@@ -159,5 +159,24 @@ TEST(HardeningTest, BaseUrlWithoutHostIsAConfigurationError) {
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "one line: " << out;
 }
 
+TEST(HardeningTest, HeaderLimitsAndControlCharacters) {
+  Mosquitto broker;
+  ApiServer api;
+  Homd homd(broker.port(), api.base_url(), {{"HTTP_MAX_HEADER_BYTES", "64"}});
+  ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
+  MqttClient client(broker.uri(), homd.topic_start(), homd.topic_id());
+
+  auto reply = client.call("get", "echo/h", {{"headers", {{"X-A", std::string(61, 'a')}}}});
+  ASSERT_TRUE(reply) << homd.log_tail();
+  EXPECT_EQ(field(reply->doc, "status"), 200) << reply->payload;
+  reply = client.call("get", "echo/h", {{"headers", {{"X-A", std::string(62, 'a')}}}});
+  ASSERT_TRUE(reply) << homd.log_tail();
+  EXPECT_EQ(field(reply->doc, "status"), 413) << reply->payload;
+  reply = client.call("get", "echo/h", {{"headers", {{"X-A", "a\x1b[31m"}}}});
+  ASSERT_TRUE(reply) << homd.log_tail();
+  EXPECT_EQ(field(reply->doc, "status"), 400) << reply->payload;
+  EXPECT_EQ(api.count("/echo/h"), 1u);
+}
+
 }  // namespace
 }  // namespace hom::test

@@ -685,6 +685,17 @@ TEST(ConfigDescribe, BaseUrlCredentialsAreMasked) {
   EXPECT_EQ(find(lines, "HTTP_PASS"), std::optional<std::string>("*** (from HTTP_BASE_URL)"));
 }
 
+TEST(ConfigValues, MaxHeaderBytes) {
+  EXPECT_EQ(load_config(fake_env({})).http.max_header_bytes, 65536u);
+  EXPECT_EQ(load_config(fake_env({{"HTTP_MAX_HEADER_BYTES", "100"}})).http.max_header_bytes, 100u);
+  for (const std::string bad : {"-1", "lots", "1e3"}) {
+    const std::string error = config_error({{"HTTP_MAX_HEADER_BYTES", bad}});
+    EXPECT_NE(error.find("HTTP_MAX_HEADER_BYTES='" + bad + "'"), std::string::npos) << error;
+  }
+  EXPECT_EQ(find(hom::describe(load_config(fake_env({}))), "HTTP_MAX_HEADER_BYTES"),
+            std::optional<std::string>("65536"));
+}
+
 TEST(ConfigProxy, ProxyVariablesAreRemovedFromTheEnvironment) {
   ::setenv("http_proxy", "http://127.0.0.1:9", 1);
   ::setenv("HTTPS_PROXY", "http://127.0.0.1:9", 1);
