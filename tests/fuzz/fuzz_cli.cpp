@@ -82,10 +82,16 @@ void check_accepted_by_homd(const hom::RequestOptions& o, const json& payload,
                             const std::string& text) {
   if (const auto it = payload.find("headers"); it != payload.end()) {
     std::vector<std::string> seen;
+    std::size_t bytes = 0;
     for (const auto& [name, value] : it->items()) {
       const auto& v = value.get_ref<const std::string&>();
-      if (!hom::is_token(name) || v.find_first_of(std::string("\r\n\0", 3)) != std::string::npos)
-        return;
+      if (!hom::is_token(name)) return;
+      for (const char ch : v) {
+        const auto c = static_cast<unsigned char>(ch);
+        if ((c < 0x20 && c != '\t') || c == 0x7F) return;  // a control character but HTAB
+      }
+      bytes += name.size() + v.size();
+      if (bytes > 64 * 1024) return;  // HTTP_MAX_HEADER_BYTES
       std::string l = name;
       for (auto& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
       for (const auto& s : seen)
