@@ -9,10 +9,9 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "hom/config.hpp"
 #include "hom/message.hpp"
+#include "hom/raw_json.hpp"
 #include "hom/response.hpp"
 #include "hom/topic.hpp"
 
@@ -42,7 +41,7 @@ struct Request {
   std::string url;                              // full URL under the base
   HeaderList headers;                           // to send, in payload order, names as given
   std::optional<std::string> body;
-  nlohmann::json req_id;  // echoed verbatim; null when absent
+  RawJson req_id;  // the payload's text, echoed verbatim; null when absent
   std::chrono::milliseconds timeout{0};
   bool include_headers = false;
   // Set when the bridge answers by itself without calling the API (a 4xx from the checks).

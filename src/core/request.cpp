@@ -2,14 +2,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstdint>
 #include <unordered_set>
 
-#include "hom/base64.hpp"
+#include "hom/envelope.hpp"
 #include "hom/path.hpp"
 
 namespace hom {
-
-using nlohmann::json;
 
 namespace {
 
@@ -34,41 +33,6 @@ bool iequals(std::string_view a, std::string_view b) {
          });
 }
 
-bool is_scalar(const json& v) { return v.is_string() || v.is_number() || v.is_boolean(); }
-
-std::string scalar_text(const json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  return v.dump();  // numbers and bools in their JSON spelling
-}
-
-// Builds the query string from `params`; returns an error text or "".
-std::string encode_params(const json& params, std::string& query) {
-  if (!params.is_object()) return "'params' must be an object";
-  for (const auto& [name, value] : params.items()) {
-    const std::string key = percent_encode(name);
-    const auto add = [&](const json& v) {
-      if (!query.empty()) query += '&';
-      query += key;
-      query += '=';
-      query += percent_encode(scalar_text(v));
-    };
-    if (value.is_null()) continue;
-    if (is_scalar(value)) {
-      add(value);
-    } else if (value.is_array()) {
-      for (const auto& item : value) {
-        if (item.is_null()) continue;
-        if (!is_scalar(item))
-          return "'params." + name + "' must be a scalar or an array of scalars";
-        add(item);
-      }
-    } else {
-      return "'params." + name + "' must be a scalar or an array of scalars";
-    }
-  }
-  return {};
-}
-
 // Any control character but HTAB: CR, LF and NUL break framing, the others confuse servers.
 bool has_control_character(std::string_view text) {
   return std::any_of(text.begin(), text.end(), [](char ch) {
@@ -77,18 +41,15 @@ bool has_control_character(std::string_view text) {
   });
 }
 
-// Validates `headers` into `out` and adds their names' and values' sizes to `bytes` (all of
-// them, dropped ones included: what the requester sent); returns an error text or "".
+// Checks the payload's headers into `out` and adds their names' and values' sizes to `bytes`
+// (all of them, dropped ones included: what the requester sent); returns an error text or "".
 // Linear in the number of headers: a payload may hold hundreds of thousands.
-std::string collect_headers(const json& headers, bool drop_authorization, HeaderList& out,
+std::string collect_headers(const HeaderList& headers, bool drop_authorization, HeaderList& out,
                             std::size_t& bytes) {
-  if (!headers.is_object()) return "'headers' must be an object of strings";
   std::unordered_set<std::string> seen;  // lower-case names
   seen.reserve(headers.size());
-  for (const auto& [name, value] : headers.items()) {
-    if (!value.is_string()) return "header '" + name + "' must have a string value";
+  for (const auto& [name, text] : headers) {
     if (!is_token(name)) return "header name '" + name + "' is not a valid token";
-    const auto& text = value.get_ref<const std::string&>();
     if (has_control_character(text))
       return "header '" + name + "' contains a control character (only HTAB is allowed)";
     if (!seen.insert(to_lower(name)).second) return "header '" + name + "' is given twice";
@@ -193,24 +154,10 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
                            std::to_string(policy.max_payload_bytes) + ")");
   }
 
-  // Parse first so that every later rejection can echo req_id; report in the SPEC's order.
-  json doc = json::object();
-  std::string payload_error;
-  if (!payload.empty()) {
-    auto parsed = parse_json(payload, kMaxDepth);
-    if (!parsed) {
-      payload_error = json_depth(payload, kMaxDepth) > kMaxDepth
-                          ? "payload JSON is nested deeper than 100 levels"
-                          : "payload is not valid JSON (UTF-8, no NUL bytes)";
-    } else {
-      doc = std::move(*parsed);
-      if (!doc.is_object()) {
-        payload_error = "payload must be a JSON object";
-      } else if (const auto it = doc.find("req_id"); it != doc.end()) {
-        r.req_id = *it;
-      }
-    }
-  }
+  // Decode first so that every later rejection can echo req_id; report in the SPEC's order.
+  const DecodedRequest decoded = decode_request(payload, kMaxDepth);
+  const RequestEnvelope& envelope = decoded.envelope;
+  r.req_id = envelope.req_id;
 
   // 2. Verb.
   if (!is_token(r.verb)) return reject(405, "verb '" + r.verb + "' is not an HTTP method");
@@ -229,48 +176,26 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
     return reject(400, "Response Topic '" + *properties.response_topic + "' is not under " +
                            policy.topics.response_prefix());
   }
-  if (!payload_error.empty()) return reject(400, payload_error);
+  if (!decoded.error.empty()) return reject(400, decoded.error);
   std::string query;
-  if (const auto it = doc.find("params"); it != doc.end() && !it->is_null()) {
-    if (auto error = encode_params(*it, query); !error.empty()) return reject(400, error);
+  for (const auto& [name, value] : envelope.params) {
+    if (!query.empty()) query += '&';
+    query += percent_encode(name);
+    query += '=';
+    query += percent_encode(value);
   }
   std::size_t header_bytes = 0;
-  if (const auto it = doc.find("headers"); it != doc.end() && !it->is_null()) {
-    if (auto error = collect_headers(*it, policy.drop_authorization, r.headers, header_bytes);
-        !error.empty())
-      return reject(400, error);
-  }
-  const auto body = doc.find("body");
-  const auto body64 = doc.find("body_base64");
-  const bool has_body = body != doc.end() && !body->is_null();
-  const bool has_body64 = body64 != doc.end() && !body64->is_null();
-  if (has_body && has_body64) return reject(400, "'body' and 'body_base64' are both set");
-  if (has_body64) {
-    if (!body64->is_string()) return reject(400, "'body_base64' must be a string");
-    r.body = base64_decode(body64->get_ref<const std::string&>());
-    if (!r.body) return reject(400, "'body_base64' is not valid base64");
-  } else if (has_body) {
-    if (body->is_string()) {
-      r.body = body->get<std::string>();
-    } else {
-      r.body = body->dump();
-      if (!has_header(r.headers, "content-type"))
-        r.headers.emplace_back("Content-Type", "application/json");
-    }
-  }
-  if (const auto it = doc.find("timeout_ms"); it != doc.end() && !it->is_null()) {
-    const bool positive = it->is_number_unsigned()  ? it->get<unsigned long long>() > 0
-                          : it->is_number_integer() ? it->get<long long>() > 0
-                                                    : false;
-    if (!positive) return reject(400, "'timeout_ms' must be a positive integer");
-    const auto ms = it->get<unsigned long long>();
-    if (ms < static_cast<unsigned long long>(policy.max_timeout.count()))
-      r.timeout = std::chrono::milliseconds(ms);
-  }
-  if (const auto it = doc.find("include_headers"); it != doc.end() && !it->is_null()) {
-    if (!it->is_boolean()) return reject(400, "'include_headers' must be true or false");
-    r.include_headers = it->get<bool>();
-  }
+  if (auto error =
+          collect_headers(envelope.headers, policy.drop_authorization, r.headers, header_bytes);
+      !error.empty())
+    return reject(400, error);
+  if (envelope.body_kind != RequestEnvelope::Body::kNone) r.body = envelope.body;
+  if (envelope.body_kind == RequestEnvelope::Body::kJson && !has_header(r.headers, "content-type"))
+    r.headers.emplace_back("Content-Type", "application/json");
+  if (envelope.timeout_ms &&
+      *envelope.timeout_ms < static_cast<std::uint64_t>(policy.max_timeout.count()))
+    r.timeout = std::chrono::milliseconds(*envelope.timeout_ms);
+  r.include_headers = envelope.include_headers;
 
   // 5. HTTP_ALLOWED_PATHS, against the decoded path without its query.
   const std::string plain = "/" + percent_decode(path->substr(0, path->find('?')));

@@ -184,11 +184,12 @@ int main(int argc, char** argv) {
       request.data_binary = read_file(data_binary.substr(1));
     }
     request.include_headers = include;
-    payload = hom::build_payload(request);
+    hom::RequestEnvelope envelope = hom::build_request(request);
+    if (!req_id.empty()) envelope.req_id = hom::RawJson::of(req_id);
+    payload = hom::request_document(envelope);
   } catch (const std::invalid_argument& e) {
     return fail(hom::exit_code::kUsage, e.what());
   }
-  if (!req_id.empty()) payload["req_id"] = req_id;
 
   const auto started = std::chrono::steady_clock::now();
   const auto elapsed_ms = [&] {
@@ -220,28 +221,25 @@ int main(int argc, char** argv) {
       case hom::Requester::Outcome::kReply:
         break;
     }
-    const auto& reply = result.reply;
-    const int status = hom::reply_status(reply);
+    const std::string text = result.reply.dump();
+    const hom::ReplyEnvelope reply = hom::decode_reply(text).value_or(hom::ReplyEnvelope{});
+    const int status = reply.status;
     if (whole_json) {
-      std::cout << reply.dump() << "\n";
+      std::cout << text << "\n";
     } else {
       if (include) std::cout << hom::status_and_headers(reply);
-      const std::string content = hom::content_bytes(reply);
       if (!output.empty()) {
         std::ofstream f(output, std::ios::binary);
-        if (!(f << content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
+        if (!(f << reply.content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
       } else {
-        std::cout << content;
-        const auto c = reply.value("content", nlohmann::json());
-        if (!c.is_string() && !c.is_null()) std::cout << "\n";
+        std::cout << reply.content;
+        if (reply.content_kind == hom::ContentKind::kJson) std::cout << "\n";
       }
     }
     std::cout.flush();
     const int code = hom::exit_code_for_status(status);
     if (code != hom::exit_code::kOk) {
-      std::string reason = reply.contains("error") && reply["error"].is_string()
-                               ? reply["error"].get<std::string>()
-                               : "returned by the device's API";
+      const std::string reason = reply.error.empty() ? "returned by the device's API" : reply.error;
       std::cerr << "hom: " << status << ": " << reason << "\n";
     }
     if (verbose) std::cerr << "* status " << status << " after " << elapsed_ms() << " ms\n";

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_support.hpp"
+#include "hom/envelope.hpp"
 #include "hom/path.hpp"
 #include "hom/request.hpp"
 #include "hom/response.hpp"
@@ -88,9 +89,13 @@ void check_rejection(const hom::Request& r, const json& req_id, const std::strin
                  "status " + std::to_string(s) + ": " + context);
   HOM_FUZZ_CHECK(!rej.error.empty(), "no error text: " + context);
   HOM_FUZZ_CHECK(!rej.body.has_value(), "a bridge error with a body: " + context);
-  HOM_FUZZ_CHECK(rej.req_id == req_id && r.req_id == req_id,
-                 "req_id " + rej.req_id.dump() + " expected " + req_id.dump() + ": " + context);
+  HOM_FUZZ_CHECK(rej.req_id == r.req_id && r.req_id.value() == req_id,
+                 "req_id " + rej.req_id.text() + " expected " + req_id.dump() + ": " + context);
   const std::string text = hom::to_json(rej);
+  // The reply carries the request's req_id text, byte for byte.
+  const auto decoded = hom::decode_reply(text);
+  HOM_FUZZ_CHECK(decoded && decoded->req_id == r.req_id,
+                 "req_id in the reply: " + show(text) + " request's " + show(r.req_id.text()));
   const json doc = hom_fuzz::parse_strict(text).value_or(json());
   HOM_FUZZ_CHECK(doc.is_object(), "reply is not a JSON object: " + show(text) + ": " + context);
   HOM_FUZZ_CHECK(doc.contains("content") && doc["content"].is_null(), "content: " + show(text));
@@ -208,11 +213,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (payload.size() > policy.max_payload_bytes) {
     HOM_FUZZ_CHECK(r->rejection && r->rejection->status == 413, "oversized payload: " + context);
   }
+  // req_id verbatim: null, or a slice of the payload.
+  HOM_FUZZ_CHECK(r->req_id.is_null() || payload.find(r->req_id.text()) != std::string_view::npos,
+                 "req_id " + show(r->req_id.text()) + " is not in the payload: " + context);
   if (r->rejection) {
     check_rejection(*r, req_id, context);
   } else {
-    HOM_FUZZ_CHECK(r->req_id == req_id,
-                   "req_id " + r->req_id.dump() + " expected " + req_id.dump() + ": " + context);
+    HOM_FUZZ_CHECK(r->req_id.value() == req_id,
+                   "req_id " + r->req_id.text() + " expected " + req_id.dump() + ": " + context);
     check_accepted(policy, *r, context);
   }
   return 0;

@@ -100,7 +100,8 @@ void expect_rejected(const RequestPolicy& p, const RejectCase& c) {
   EXPECT_EQ(r->rejection->status, c.status) << r->rejection->error;
   EXPECT_FALSE(r->rejection->error.empty());
   EXPECT_FALSE(r->rejection->body.has_value());
-  EXPECT_EQ(r->rejection->req_id, c.req_id) << r->rejection->req_id.dump();
+  EXPECT_EQ(r->rejection->req_id.value(), c.req_id) << r->rejection->req_id.text();
+  EXPECT_EQ(r->rejection->req_id, r->req_id);
   EXPECT_EQ(r->response_topic, mirrored(c.topic));
 }
 
@@ -343,7 +344,7 @@ TEST(ParseRequest, ReqIdOfAnyJsonTypeIsEchoedVerbatim) {
         R"({"k":{"n":[1,2]}})", R"("")", "18446744073709551615"}) {
     SCOPED_TRACE("req_id=" + id);
     const Request r = accepted(policy(), "v1/req/itsme/get/x", "{\"req_id\":" + id + "}");
-    EXPECT_EQ(r.req_id, json::parse(id));
+    EXPECT_EQ(r.req_id.text(), id);
   }
 }
 
@@ -409,7 +410,7 @@ TEST(ParseRequest, PayloadAtTheLimitIsAccepted) {
   std::string payload = R"({"req_id":"r","body":")";
   payload += std::string(64 - payload.size() - 2, 'a') + "\"}";
   ASSERT_EQ(payload.size(), 64u);
-  EXPECT_EQ(accepted(p, "v1/req/itsme/post/x", payload).req_id, json("r"));
+  EXPECT_EQ(accepted(p, "v1/req/itsme/post/x", payload).req_id.text(), R"("r")");
 }
 
 TEST(ParseRequest, CustomAllowedMethods) {
