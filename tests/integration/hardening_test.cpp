@@ -178,5 +178,25 @@ TEST(HardeningTest, HeaderLimitsAndControlCharacters) {
   EXPECT_EQ(api.count("/echo/h"), 1u);
 }
 
+// SPEC §5.1: the reply's req_id is the request's JSON text, whatever its spelling.
+TEST(HardeningTest, ReqIdIsEchoedByteForByte) {
+  Mosquitto broker;
+  ApiServer api;
+  Homd homd(broker.port(), api.base_url());
+  ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
+  MqttClient client(broker.uri(), homd.topic_start(), homd.topic_id());
+  int n = 0;
+  for (const std::string id : {"123456789012345678901234567890", "1.50", "1e3", "-0"}) {
+    for (const std::string path : {"gps/latitude", "a/../b"}) {  // an answer and a bridge error
+      const std::string topic = "p" + std::to_string(n++);
+      client.publish_raw(client.request_topic("get", path + "?" + topic),
+                         "{\"req_id\": " + id + "}");
+      const auto reply = client.wait_topic(client.reply_topic("get", path + "?" + topic));
+      ASSERT_TRUE(reply) << homd.log_tail();
+      EXPECT_NE(reply->payload.find("\"req_id\":" + id + ","), std::string::npos) << reply->payload;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hom::test
