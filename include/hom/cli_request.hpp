@@ -10,6 +10,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hom/envelope.hpp"
+
 namespace hom {
 
 // SPEC §4 exit statuses.
@@ -35,20 +37,16 @@ struct RequestOptions {
   bool include_headers = false;
 };
 
-// Builds the request payload (without req_id). Throws std::invalid_argument with a clear
+// Builds the request envelope (without req_id). Throws std::invalid_argument with a clear
 // message on a malformed header or parameter.
+RequestEnvelope build_request(const RequestOptions& options);
+// request_document(build_request(options)).
 nlohmann::json build_payload(const RequestOptions& options);
-
-// The reply's status when it is an integer from 0 to 999, else 0 (a reply is untrusted).
-int reply_status(const nlohmann::json& reply);
 
 // 0 for 1xx-3xx, 22 for >= 400.
 int exit_code_for_status(int status);
 
-// The content of a reply as bytes: a string as it is, base64 decoded, JSON serialised.
-std::string content_bytes(const nlohmann::json& reply);
-
 // `hom -i`: "HTTP/1.1 <status>", the headers, a blank line (then the caller prints content).
-std::string status_and_headers(const nlohmann::json& reply);
+std::string status_and_headers(const ReplyEnvelope& reply);
 
 }  // namespace hom

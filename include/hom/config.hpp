@@ -58,14 +58,18 @@ struct TopicConfig {
 };
 
 struct HttpConfig {
-  std::string base_url = "http://localhost/";  // normalised to end with '/'
+  // Normalised to end with '/', never with credentials: "http://user:pass@host/" gives
+  // base_url "http://host/" and user/password, as if HTTP_USER/HTTP_PASS were set.
+  std::string base_url = "http://localhost/";
   std::optional<std::string> user;
   std::optional<std::string> password;
   std::string password_file;
+  bool credentials_in_url = false;  // user/password came from HTTP_BASE_URL
   std::chrono::milliseconds timeout{30000};
   std::chrono::milliseconds connect_timeout{5000};
   std::size_t max_body_bytes = 1024 * 1024;
   std::size_t max_response_bytes = 1024 * 1024;
+  std::size_t max_header_bytes = 64 * 1024;  // names + values of all request headers
   std::vector<std::string> allowed_methods;  // upper-case
   std::vector<std::string> allowed_paths;    // globs, each with a leading '/'; empty: all
   std::string unix_socket;
@@ -96,6 +100,21 @@ MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics);
 // The effective configuration as NAME=value lines (defaults included, secrets as ***),
 // for `homd --check-config`.
 std::vector<std::pair<std::string, std::string>> describe(const Config& config);
+
+// The base URL for humans (logs, --check-config): credentials taken from HTTP_BASE_URL are
+// shown as "user:***@", so the password never appears.
+std::string display_base_url(const HttpConfig& http);
+
+// `url` with the password of its userinfo (if any) replaced by "***"; for error messages about
+// URLs that may not even parse.
+std::string mask_url_password(std::string_view url);
+
+// SPEC §5.1 "No proxy": unsets the proxy variables that libcurl and Paho C read on their own
+// (http_proxy, https_proxy, all_proxy, no_proxy in either case, PAHO_C_CLIENT_USE_HTTP_PROXY),
+// so the local API and the broker are always reached directly. Returns the names that were
+// set. Not thread-safe (unsetenv while another thread may call getenv): call it first thing in
+// main(), before any thread starts.
+std::vector<std::string> ignore_proxy_environment();
 
 // Trims leading and trailing '/' from a topic part.
 std::string trim_slashes(std::string_view part);

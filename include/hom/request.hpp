@@ -9,10 +9,9 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "hom/config.hpp"
 #include "hom/message.hpp"
+#include "hom/raw_json.hpp"
 #include "hom/response.hpp"
 #include "hom/topic.hpp"
 
@@ -27,7 +26,8 @@ struct RequestPolicy {
   std::size_t max_payload_bytes;
   std::size_t max_body_bytes;
   std::chrono::milliseconds max_timeout;
-  bool drop_authorization;  // the bridge sends its own credentials (HTTP_USER)
+  bool drop_authorization;                   // the bridge sends its own credentials (HTTP_USER)
+  std::size_t max_header_bytes = 64 * 1024;  // names + values of the payload's headers
 
   static RequestPolicy from(const Config& config);
 };
@@ -41,7 +41,7 @@ struct Request {
   std::string url;                              // full URL under the base
   HeaderList headers;                           // to send, in payload order, names as given
   std::optional<std::string> body;
-  nlohmann::json req_id;  // echoed verbatim; null when absent
+  RawJson req_id;  // the payload's text, echoed verbatim; null when absent
   std::chrono::milliseconds timeout{0};
   bool include_headers = false;
   // Set when the bridge answers by itself without calling the API (a 4xx from the checks).

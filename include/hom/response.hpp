@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "hom/raw_json.hpp"
+
 namespace hom {
 
 // Response header fields in arrival order, names lower-case.
@@ -19,16 +21,15 @@ struct Response {
   std::optional<std::string> body;
   // Set when the bridge produced the status: the reason, for humans.
   std::string error;
-  nlohmann::json req_id;  // null when absent
+  RawJson req_id;  // the request's, verbatim; null when absent
   bool include_headers = false;
   HeaderList headers;
 };
 
 // A response the bridge produced itself (content null, `error` set).
-Response bridge_error(int status, std::string error, nlohmann::json req_id = nullptr);
+Response bridge_error(int status, std::string error, RawJson req_id = nullptr);
 
-// Encodes the reply document: content as JSON / UTF-8 text / base64, `status`, `req_id`,
-// and `content_encoding`, `headers`, `error` when they apply. Always valid JSON.
+// The reply document: encode_reply() of the wire format (envelope.hpp).
 std::string to_json(const Response& response);
 
 // True when `bytes` is well-formed UTF-8 (no overlongs, no surrogates).

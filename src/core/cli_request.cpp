@@ -1,5 +1,6 @@
 #include "hom/cli_request.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -40,25 +41,29 @@ std::optional<std::chrono::milliseconds> parse_duration(std::string_view text) {
   return std::chrono::milliseconds(static_cast<long long>(ms));
 }
 
-json build_payload(const RequestOptions& o) {
-  json payload = json::object();
+RequestEnvelope build_request(const RequestOptions& o) {
+  RequestEnvelope e;
   const int bodies = o.data.has_value() + o.data_raw.has_value() + o.data_binary.has_value();
   if (bodies > 1) throw std::invalid_argument("use only one of -d, --data-raw and --data-binary");
   if (o.data) {
-    auto parsed = parse_json(*o.data);
-    if (parsed) {
-      payload["body"] = std::move(*parsed);
+    if (auto parsed = parse_json(*o.data)) {
+      e.body_kind = RequestEnvelope::Body::kJson;
+      e.body = parsed->dump();
     } else if (is_valid_utf8(*o.data)) {
-      payload["body"] = *o.data;
+      e.body_kind = RequestEnvelope::Body::kText;
+      e.body = *o.data;
     } else {
-      payload["body_base64"] = base64_encode(*o.data);  // bytes that are not text
+      e.body_kind = RequestEnvelope::Body::kBytes;  // bytes that are not text
+      e.body = *o.data;
     }
   } else if (o.data_raw) {
     if (!is_valid_utf8(*o.data_raw))
       throw std::invalid_argument("--data-raw is not valid UTF-8 (use --data-binary)");
-    payload["body"] = *o.data_raw;
+    e.body_kind = RequestEnvelope::Body::kText;
+    e.body = *o.data_raw;
   } else if (o.data_binary) {
-    payload["body_base64"] = base64_encode(*o.data_binary);
+    e.body_kind = RequestEnvelope::Body::kBytes;
+    e.body = *o.data_binary;
   }
   for (const auto& header : o.headers) {
     if (!is_valid_utf8(header)) throw std::invalid_argument("a header is not valid UTF-8");
@@ -69,69 +74,36 @@ json build_payload(const RequestOptions& o) {
     std::string value = header.substr(colon + 1);
     const auto start = value.find_first_not_of(" \t");
     value = start == std::string::npos ? "" : value.substr(start);
-    payload["headers"][name] = value;
+    // A repeated name: the last one wins, as it would in a JSON object.
+    const auto same = std::find_if(e.headers.begin(), e.headers.end(),
+                                   [&](const auto& h) { return h.first == name; });
+    if (same != e.headers.end()) {
+      same->second = std::move(value);
+    } else {
+      e.headers.emplace_back(std::move(name), std::move(value));
+    }
   }
   for (const auto& param : o.params) {
     if (!is_valid_utf8(param)) throw std::invalid_argument("a parameter is not valid UTF-8");
     const auto eq = param.find('=');
     if (eq == std::string::npos || eq == 0)
       throw std::invalid_argument("parameter '" + param + "' is not 'name=value'");
-    json& slot = payload["params"][param.substr(0, eq)];
-    const std::string value = param.substr(eq + 1);
-    if (slot.is_null()) {
-      slot = value;
-    } else {
-      if (!slot.is_array()) slot = json::array({slot});
-      slot.push_back(value);  // a repeated name repeats the key
-    }
+    e.params.emplace_back(param.substr(0, eq), param.substr(eq + 1));
   }
-  if (o.timeout) payload["timeout_ms"] = o.timeout->count();
-  if (o.include_headers) payload["include_headers"] = true;
-  return payload;
+  if (o.timeout) e.timeout_ms = static_cast<std::uint64_t>(o.timeout->count());
+  e.include_headers = o.include_headers;
+  return e;
 }
 
-int reply_status(const json& reply) {
-  const auto it = reply.find("status");
-  if (it == reply.end()) return 0;
-  if (it->is_number_unsigned()) {
-    const auto v = it->get<std::uint64_t>();
-    return v <= 999 ? static_cast<int>(v) : 0;
-  }
-  if (it->is_number_integer()) {
-    const auto v = it->get<std::int64_t>();
-    return v >= 0 && v <= 999 ? static_cast<int>(v) : 0;
-  }
-  return 0;
-}
+json build_payload(const RequestOptions& o) { return request_document(build_request(o)); }
 
 int exit_code_for_status(int status) {
   return status >= 400 ? exit_code::kHttpError : exit_code::kOk;
 }
 
-std::string content_bytes(const json& reply) {
-  const auto content = reply.find("content");
-  if (content == reply.end() || content->is_null()) return {};
-  if (content->is_string()) {
-    const auto& text = content->get_ref<const std::string&>();
-    const auto encoding = reply.find("content_encoding");
-    if (encoding != reply.end() && *encoding == "base64") return base64_decode(text).value_or("");
-    return text;
-  }
-  return content->dump();
-}
-
-std::string status_and_headers(const json& reply) {
-  std::string out = "HTTP/1.1 " + std::to_string(reply_status(reply)) + "\r\n";
-  if (const auto headers = reply.find("headers"); headers != reply.end() && headers->is_object()) {
-    for (const auto& [name, value] : headers->items()) {
-      if (value.is_array()) {
-        for (const auto& v : value)
-          if (v.is_string()) out += name + ": " + v.get<std::string>() + "\r\n";
-      } else if (value.is_string()) {
-        out += name + ": " + value.get<std::string>() + "\r\n";
-      }
-    }
-  }
+std::string status_and_headers(const ReplyEnvelope& reply) {
+  std::string out = "HTTP/1.1 " + std::to_string(reply.status) + "\r\n";
+  for (const auto& [name, value] : reply.headers) out += name + ": " + value + "\r\n";
   out += "\r\n";
   return out;
 }

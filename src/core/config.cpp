@@ -151,22 +151,53 @@ std::string url_get(CURLU* u, CURLUPart part) {
   return out;
 }
 
-std::string base_url(const Reader& r) {
+// A part percent-decoded; nullopt when the URL does not have it.
+std::optional<std::string> url_get_part(CURLU* u, CURLUPart part) {
+  char* value = nullptr;
+  if (curl_url_get(u, part, &value, CURLU_URLDECODE) != CURLUE_OK || !value) return std::nullopt;
+  std::string out(value);
+  curl_free(value);
+  return out;
+}
+
+// HTTP_BASE_URL into h.base_url; credentials in it become h.user/h.password (never kept in
+// the URL, never printed: error messages show the value with its password as ***).
+void load_base_url(const Reader& r, HttpConfig& h) {
   const std::string raw = r.str("HTTP_BASE_URL", "http://localhost/");
   const std::string accepted = "expected an http:// or https:// URL with a host, without query";
+  const auto invalid = [&raw, &accepted] {
+    fail("HTTP_BASE_URL", mask_url_password(raw), accepted);
+  };
   std::unique_ptr<CURLU, UrlFree> u(curl_url());
-  if (!u || curl_url_set(u.get(), CURLUPART_URL, raw.c_str(), 0) != CURLUE_OK)
-    fail("HTTP_BASE_URL", raw, accepted);
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, raw.c_str(), 0) != CURLUE_OK) invalid();
   const std::string scheme = lower(url_get(u.get(), CURLUPART_SCHEME));
+  // curl reads "http:///x" as host "x": the authority must follow "://" directly.
+  const auto sep = raw.find("://");
   if ((scheme != "http" && scheme != "https") || url_get(u.get(), CURLUPART_HOST).empty() ||
       !url_get(u.get(), CURLUPART_QUERY).empty() || !url_get(u.get(), CURLUPART_FRAGMENT).empty() ||
-      raw.find("://") == std::string::npos || lower(raw.substr(0, raw.find("://"))) != scheme) {
-    fail("HTTP_BASE_URL", raw, accepted);
+      sep == std::string::npos || lower(raw.substr(0, sep)) != scheme ||
+      raw.find_first_of("/\\", sep + 3) == sep + 3) {
+    invalid();
+  }
+  std::optional<std::string> user = url_get_part(u.get(), CURLUPART_USER);
+  std::optional<std::string> password = url_get_part(u.get(), CURLUPART_PASSWORD);
+  if (user || password) {
+    const bool user_set = r.get("HTTP_USER").has_value();
+    if (user_set || r.get("HTTP_PASS") || r.get("HTTP_PASS_FILE"))
+      throw ConfigError("HTTP_BASE_URL='" + mask_url_password(raw) + "' holds credentials and " +
+                        (user_set ? "HTTP_USER" : "HTTP_PASS") +
+                        " is set too: give them in one place only");
+    h.user = user.value_or("");
+    h.password = std::move(password);
+    h.credentials_in_url = true;
+    curl_url_set(u.get(), CURLUPART_USER, nullptr, 0);
+    curl_url_set(u.get(), CURLUPART_PASSWORD, nullptr, 0);
+    curl_url_set(u.get(), CURLUPART_OPTIONS, nullptr, 0);
   }
   std::string path = url_get(u.get(), CURLUPART_PATH);
   if (path.empty() || path.back() != '/') path += '/';
   curl_url_set(u.get(), CURLUPART_PATH, path.c_str(), 0);
-  return url_get(u.get(), CURLUPART_URL);
+  h.base_url = url_get(u.get(), CURLUPART_URL);
 }
 
 void resolve_mqtt_endpoint(const Reader& r, MqttConfig& m) {
@@ -330,9 +361,11 @@ Config load_config(const Env& env) {
   c.mqtt = load_mqtt_config(env, c.topics);
 
   HttpConfig& h = c.http;
-  h.base_url = base_url(r);
-  h.user = r.get("HTTP_USER");
-  h.password = r.secret("HTTP_PASS", h.password_file);
+  load_base_url(r, h);
+  if (!h.credentials_in_url) {
+    h.user = r.get("HTTP_USER");
+    h.password = r.secret("HTTP_PASS", h.password_file);
+  }
   h.timeout = std::chrono::milliseconds(r.integer("HTTP_TIMEOUT_MS", 30000, 1, 86400000));
   h.connect_timeout =
       std::chrono::milliseconds(r.integer("HTTP_CONNECT_TIMEOUT_MS", 5000, 1, 86400000));
@@ -340,6 +373,8 @@ Config load_config(const Env& env) {
       static_cast<std::size_t>(r.integer("HTTP_MAX_BODY_BYTES", 1048576, 0, 1LL << 32));
   h.max_response_bytes =
       static_cast<std::size_t>(r.integer("HTTP_MAX_RESPONSE_BYTES", 1048576, 0, 1LL << 32));
+  h.max_header_bytes =
+      static_cast<std::size_t>(r.integer("HTTP_MAX_HEADER_BYTES", 65536, 0, 1LL << 32));
   const std::string methods = r.str("HTTP_ALLOWED_METHODS", kDefaultMethods);
   for (const auto& method : split_list(methods)) {
     if (!is_token(method))
@@ -375,6 +410,48 @@ Config load_config(const Env& env) {
   return c;
 }
 
+std::string display_base_url(const HttpConfig& http) {
+  if (!http.credentials_in_url) return http.base_url;
+  std::unique_ptr<CURLU, UrlFree> u(curl_url());
+  if (!u || curl_url_set(u.get(), CURLUPART_URL, http.base_url.c_str(), 0) != CURLUE_OK)
+    return http.base_url;
+  curl_url_set(u.get(), CURLUPART_USER, http.user.value_or("").c_str(), CURLU_URLENCODE);
+  if (http.password) curl_url_set(u.get(), CURLUPART_PASSWORD, "***", 0);
+  return url_get(u.get(), CURLUPART_URL);
+}
+
+std::string mask_url_password(std::string_view url) {
+  const auto sep = url.find("://");
+  if (sep == std::string_view::npos) return std::string(url);
+  const auto authority = sep + 3;
+  // Up to the query, not the path: a password with an unencoded '/' must not leak either
+  // (masking too much in an error message is the lesser harm).
+  auto end = url.find_first_of("?#", authority);
+  if (end == std::string_view::npos) end = url.size();
+  const auto at = url.rfind('@', end);
+  if (at == std::string_view::npos || at < authority) return std::string(url);
+  const auto colon = url.find(':', authority);
+  if (colon == std::string_view::npos || colon > at) return std::string(url);
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+std::vector<std::string> ignore_proxy_environment() {
+  // libcurl reads the lower-case and (except http_proxy's) upper-case spellings; Paho C 1.3
+  // reads http_proxy and https_proxy on every connect, newer ones only with
+  // PAHO_C_CLIENT_USE_HTTP_PROXY=TRUE and honouring no_proxy.
+  static const char* const kNames[] = {"http_proxy",  "HTTP_PROXY", "https_proxy",
+                                       "HTTPS_PROXY", "all_proxy",  "ALL_PROXY",
+                                       "no_proxy",    "NO_PROXY",   "PAHO_C_CLIENT_USE_HTTP_PROXY"};
+  std::vector<std::string> ignored;
+  for (const char* name : kNames) {
+    if (std::getenv(name)) {
+      ignored.emplace_back(name);
+      ::unsetenv(name);
+    }
+  }
+  return ignored;
+}
+
 std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
   const auto secret = [](const std::optional<std::string>& v) -> std::string {
     return v ? "***" : "";
@@ -385,6 +462,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
     return out;
   };
   const auto flag = [](bool b) { return std::string(b ? "1" : "0"); };
+  const std::string from_url = c.http.credentials_in_url ? " (from HTTP_BASE_URL)" : "";
   const char* tls_mode = c.mqtt.tls_mode == TlsMode::kAuto ? "auto"
                          : c.mqtt.tls_mode == TlsMode::kOn ? "on"
                                                            : "off";
@@ -413,14 +491,16 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
                                      : "(MQTT 5: the broker's limit; 3.1.1: 262144)"},
       {"MQTT_TOPIC_START", c.topics.start},
       {"MQTT_TOPIC_ID", c.topics.id},
-      {"HTTP_BASE_URL", c.http.base_url},
-      {"HTTP_USER", c.http.user.value_or("")},
+      {"HTTP_BASE_URL", display_base_url(c.http)},
+      {"HTTP_USER", c.http.user.value_or("") + from_url},
       {c.http.password_file.empty() ? "HTTP_PASS" : "HTTP_PASS_FILE",
-       c.http.password_file.empty() ? secret(c.http.password) : c.http.password_file},
+       c.http.password_file.empty() ? secret(c.http.password) + (c.http.password ? from_url : "")
+                                    : c.http.password_file},
       {"HTTP_TIMEOUT_MS", std::to_string(c.http.timeout.count())},
       {"HTTP_CONNECT_TIMEOUT_MS", std::to_string(c.http.connect_timeout.count())},
       {"HTTP_MAX_BODY_BYTES", std::to_string(c.http.max_body_bytes)},
       {"HTTP_MAX_RESPONSE_BYTES", std::to_string(c.http.max_response_bytes)},
+      {"HTTP_MAX_HEADER_BYTES", std::to_string(c.http.max_header_bytes)},
       {"HTTP_ALLOWED_METHODS", join(c.http.allowed_methods)},
       {"HTTP_ALLOWED_PATHS", c.http.allowed_paths.empty() ? "(all)" : join(c.http.allowed_paths)},
       {"HTTP_UNIX_SOCKET", c.http.unix_socket},

@@ -2,47 +2,13 @@
 
 #include <cctype>
 
-#include "hom/base64.hpp"
+#include "hom/envelope.hpp"
 
 namespace hom {
 
 using nlohmann::json;
 
-namespace {
-// Deeper JSON bodies are returned as text instead of parsed (mirrors the request limit).
-constexpr int kMaxContentDepth = 100;
-
-json encode_content(const std::string& body, bool& is_base64) {
-  is_base64 = false;
-  if (body.empty()) return "";
-  if (auto parsed = parse_json(body, kMaxContentDepth)) return std::move(*parsed);
-  if (is_valid_utf8(body)) return body;
-  is_base64 = true;
-  return base64_encode(body);
-}
-
-// Names and values are made valid UTF-8 here, before they become keys: replacing bad bytes
-// only when the document is serialised could give two keys the same text.
-json encode_headers(const HeaderList& headers) {
-  json out = json::object();
-  for (const auto& [raw_name, raw_value] : headers) {
-    const std::string name = to_valid_utf8(raw_name);
-    const std::string value = to_valid_utf8(raw_value);
-    if (name == "set-cookie") {
-      json& cookies = out[name];
-      if (cookies.is_null()) cookies = json::array();
-      cookies.push_back(value);
-    } else if (auto it = out.find(name); it != out.end()) {
-      *it = it->get<std::string>() + ", " + value;
-    } else {
-      out[name] = value;
-    }
-  }
-  return out;
-}
-}  // namespace
-
-Response bridge_error(int status, std::string error, json req_id) {
+Response bridge_error(int status, std::string error, RawJson req_id) {
   Response r;
   r.status = status;
   r.error = std::move(error);
@@ -50,18 +16,7 @@ Response bridge_error(int status, std::string error, json req_id) {
   return r;
 }
 
-std::string to_json(const Response& response) {
-  json doc = json::object();
-  bool is_base64 = false;
-  doc["content"] = response.body ? encode_content(*response.body, is_base64) : json(nullptr);
-  doc["status"] = response.status;
-  doc["req_id"] = response.req_id;
-  if (is_base64) doc["content_encoding"] = "base64";
-  if (response.include_headers && response.body) doc["headers"] = encode_headers(response.headers);
-  if (!response.error.empty()) doc["error"] = response.error;
-  // replace: a req_id is valid JSON already; this only guards the impossible.
-  return doc.dump(-1, ' ', false, json::error_handler_t::replace);
-}
+std::string to_json(const Response& response) { return encode_reply(response); }
 
 namespace {
 // Length of the well-formed UTF-8 sequence at s[i], or 0 when the bytes there are not one

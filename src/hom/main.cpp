@@ -58,6 +58,8 @@ int fail(int code, const std::string& message) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists (unsetenv): the broker is reached directly, as homd does.
+  const std::vector<std::string> ignored_proxy_vars = hom::ignore_proxy_environment();
   CLI::App app{"hom: call a device's local HTTP API over MQTT (through homd)", "hom"};
   app.footer(kExamples);
   app.set_version_flag("--version", std::string("hom ") + HOM_VERSION);
@@ -90,7 +92,8 @@ int main(int argc, char** argv) {
   int qos = 2;
   app.add_option("VERB", verb, "HTTP method: get, post, put, patch, delete, head, options");
   app.add_option("DEVICE", device, "device id (MQTT_TOPIC_ID of its homd)");
-  app.add_option("PATH", path, "path under the device's HTTP_BASE_URL, may hold ?query");
+  auto* path_opt =
+      app.add_option("PATH", path, "path under the device's HTTP_BASE_URL (the root is /)");
   app.add_option("-d,--data", request.data, "body: JSON when it parses, else text; @FILE reads it");
   app.add_option("--data-raw", request.data_raw, "body sent as text, as it is");
   app.add_option("--data-binary", data_binary, "@FILE: body sent as bytes (body_base64)");
@@ -179,6 +182,10 @@ int main(int argc, char** argv) {
 
   if (verb.empty() || device.empty())
     return fail(hom::exit_code::kUsage, "usage: hom VERB DEVICE PATH (see hom --help)");
+  // A forgotten PATH must not quietly call the root: the root is asked for as "/".
+  if (path_opt->count() == 0)
+    return fail(hom::exit_code::kUsage,
+                "missing PATH: usage: hom VERB DEVICE PATH (the root is /; see hom --help)");
   if (verb.find_first_of("/+#") != std::string::npos)
     return fail(hom::exit_code::kUsage, "VERB '" + verb + "' must be one word");
   const std::string device_id = hom::trim_slashes(device);
@@ -198,11 +205,12 @@ int main(int argc, char** argv) {
       request.data_binary = read_file(data_binary.substr(1));
     }
     request.include_headers = include;
-    payload = hom::build_payload(request);
+    hom::RequestEnvelope envelope = hom::build_request(request);
+    if (!req_id.empty()) envelope.req_id = hom::RawJson::of(req_id);
+    payload = hom::request_document(envelope);
   } catch (const std::invalid_argument& e) {
     return fail(hom::exit_code::kUsage, e.what());
   }
-  if (!req_id.empty()) payload["req_id"] = req_id;
 
   const auto started = std::chrono::steady_clock::now();
   const auto elapsed_ms = [&] {
@@ -217,6 +225,7 @@ int main(int argc, char** argv) {
       return fail(hom::exit_code::kBrokerUnreachable,
                   "cannot connect to the broker at " + mqtt.server_uri + ": " + error->reason);
     if (verbose) {
+      for (const auto& name : ignored_proxy_vars) std::cerr << "* ignored " << name << "\n";
       std::cerr << "* connected to " << mqtt.server_uri << " (" << elapsed_ms() << " ms)\n";
       requester.set_trace([&](const std::string& line) {
         std::cerr << "* " << line << " (" << elapsed_ms() << " ms)\n";
@@ -234,28 +243,25 @@ int main(int argc, char** argv) {
       case hom::Requester::Outcome::kReply:
         break;
     }
-    const auto& reply = result.reply;
-    const int status = hom::reply_status(reply);
+    const std::string text = result.reply.dump();
+    const hom::ReplyEnvelope reply = hom::decode_reply(text).value_or(hom::ReplyEnvelope{});
+    const int status = reply.status;
     if (whole_json) {
-      std::cout << reply.dump() << "\n";
+      std::cout << text << "\n";
     } else {
       if (include) std::cout << hom::status_and_headers(reply);
-      const std::string content = hom::content_bytes(reply);
       if (!output.empty()) {
         std::ofstream f(output, std::ios::binary);
-        if (!(f << content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
+        if (!(f << reply.content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
       } else {
-        std::cout << content;
-        const auto c = reply.value("content", nlohmann::json());
-        if (!c.is_string() && !c.is_null()) std::cout << "\n";
+        std::cout << reply.content;
+        if (reply.content_kind == hom::ContentKind::kJson) std::cout << "\n";
       }
     }
     std::cout.flush();
     const int code = hom::exit_code_for_status(status);
     if (code != hom::exit_code::kOk) {
-      std::string reason = reply.contains("error") && reply["error"].is_string()
-                               ? reply["error"].get<std::string>()
-                               : "returned by the device's API";
+      const std::string reason = reply.error.empty() ? "returned by the device's API" : reply.error;
       std::cerr << "hom: " << status << ": " << reason << "\n";
     }
     if (verbose) std::cerr << "* status " << status << " after " << elapsed_ms() << " ms\n";

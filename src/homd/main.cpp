@@ -78,6 +78,8 @@ std::thread start_signal_thread(const sigset_t& signals, std::atomic<bool>& stop
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists (unsetenv); logged once logging is set up.
+  const std::vector<std::string> ignored_proxy_vars = hom::ignore_proxy_environment();
   bool check_only = false;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -126,8 +128,14 @@ int main(int argc, char** argv) {
   hom::Device device(config);
   if (config.mqtt.tls && config.mqtt.tls_insecure)
     spdlog::warn("MQTT_TLS_INSECURE is set: the broker's certificate is NOT verified");
-  spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION, config.http.base_url,
-               config.mqtt.server_uri, config.workers, config.queue_max);
+  spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION,
+               hom::display_base_url(config.http), config.mqtt.server_uri, config.workers,
+               config.queue_max);
+  if (!ignored_proxy_vars.empty()) {
+    std::string names;
+    for (const auto& name : ignored_proxy_vars) names += (names.empty() ? "" : ", ") + name;
+    spdlog::info("ignoring {}: the API and the broker are always reached directly", names);
+  }
 
   std::atomic<bool> stop{false};
   std::thread signal_thread = start_signal_thread(signals, stop, device);

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_support.hpp"
+#include "hom/envelope.hpp"
 #include "hom/path.hpp"
 #include "hom/request.hpp"
 #include "hom/response.hpp"
@@ -50,7 +51,8 @@ hom::RequestPolicy make_policy(std::uint8_t bits) {
       small ? std::size_t{512} : std::size_t{2} * 1024 * 1024,
       small ? std::size_t{16} : std::size_t{1024} * 1024,
       std::chrono::milliseconds(small ? 5000 : 30000),
-      (bits & 0x20) != 0};
+      (bits & 0x20) != 0,
+      small ? std::size_t{24} : std::size_t{64} * 1024};
 }
 
 std::string lower(std::string_view s) {
@@ -87,9 +89,13 @@ void check_rejection(const hom::Request& r, const json& req_id, const std::strin
                  "status " + std::to_string(s) + ": " + context);
   HOM_FUZZ_CHECK(!rej.error.empty(), "no error text: " + context);
   HOM_FUZZ_CHECK(!rej.body.has_value(), "a bridge error with a body: " + context);
-  HOM_FUZZ_CHECK(rej.req_id == req_id && r.req_id == req_id,
-                 "req_id " + rej.req_id.dump() + " expected " + req_id.dump() + ": " + context);
+  HOM_FUZZ_CHECK(rej.req_id == r.req_id && r.req_id.value() == req_id,
+                 "req_id " + rej.req_id.text() + " expected " + req_id.dump() + ": " + context);
   const std::string text = hom::to_json(rej);
+  // The reply carries the request's req_id text, byte for byte.
+  const auto decoded = hom::decode_reply(text);
+  HOM_FUZZ_CHECK(decoded && decoded->req_id == r.req_id,
+                 "req_id in the reply: " + show(text) + " request's " + show(r.req_id.text()));
   const json doc = hom_fuzz::parse_strict(text).value_or(json());
   HOM_FUZZ_CHECK(doc.is_object(), "reply is not a JSON object: " + show(text) + ": " + context);
   HOM_FUZZ_CHECK(doc.contains("content") && doc["content"].is_null(), "content: " + show(text));
@@ -128,19 +134,27 @@ void check_accepted(const hom::RequestPolicy& policy, const hom::Request& r,
                  "URL " + show(r.url) + " has a dot segment: " + context);
   HOM_FUZZ_CHECK(url->fragment.empty(), "URL " + show(r.url) + " has a fragment: " + context);
 
-  // Headers: tokens, clean values, none of the dropped names, no two equal ignoring case.
+  // Headers: tokens, values without control characters but HTAB, none of the dropped names,
+  // no two equal ignoring case, all of them within HTTP_MAX_HEADER_BYTES.
   std::vector<std::string> seen;
+  std::size_t header_bytes = 0;
   for (const auto& [name, value] : r.headers) {
     const std::string where = "header " + show(name) + ": " + show(value) + ": " + context;
     HOM_FUZZ_CHECK(hom::is_token(name), "name is not a token: " + where);
-    HOM_FUZZ_CHECK(value.find_first_of(std::string("\r\n\0", 3)) == std::string::npos,
-                   "CR, LF or NUL in the value: " + where);
+    for (const char ch : value) {
+      const auto c = static_cast<unsigned char>(ch);
+      HOM_FUZZ_CHECK(c == '\t' || (c >= 0x20 && c != 0x7F), "control character: " + where);
+    }
+    header_bytes += name.size() + value.size();
     HOM_FUZZ_CHECK(!is_dropped(name), "a dropped header was kept: " + where);
     HOM_FUZZ_CHECK(!policy.drop_authorization || lower(name) != "authorization",
                    "Authorization kept although HTTP_USER is set: " + where);
     for (const auto& other : seen) HOM_FUZZ_CHECK(other != lower(name), "twice: " + where);
     seen.push_back(lower(name));
   }
+  // The forwarded headers and a Content-Type the body added.
+  HOM_FUZZ_CHECK(header_bytes <= policy.max_header_bytes + 30,
+                 "headers of " + std::to_string(header_bytes) + " bytes: " + context);
 
   HOM_FUZZ_CHECK(!r.body || r.body->size() <= policy.max_body_bytes,
                  "body of " + std::to_string(r.body->size()) + " bytes: " + context);
@@ -199,11 +213,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (payload.size() > policy.max_payload_bytes) {
     HOM_FUZZ_CHECK(r->rejection && r->rejection->status == 413, "oversized payload: " + context);
   }
+  // req_id verbatim: null, or a slice of the payload.
+  HOM_FUZZ_CHECK(r->req_id.is_null() || payload.find(r->req_id.text()) != std::string_view::npos,
+                 "req_id " + show(r->req_id.text()) + " is not in the payload: " + context);
   if (r->rejection) {
     check_rejection(*r, req_id, context);
   } else {
-    HOM_FUZZ_CHECK(r->req_id == req_id,
-                   "req_id " + r->req_id.dump() + " expected " + req_id.dump() + ": " + context);
+    HOM_FUZZ_CHECK(r->req_id.value() == req_id,
+                   "req_id " + r->req_id.text() + " expected " + req_id.dump() + ": " + context);
     check_accepted(policy, *r, context);
   }
   return 0;

@@ -182,6 +182,15 @@ TEST_F(HomTest, OfflineDeviceExits69UnlessWaitOnline) {
 
 TEST_F(HomTest, UsageErrorsExit2) {
   EXPECT_EQ(hom({"get"}).exit, 2);
+  // No PATH is not the root: that is asked for as "/".
+  const auto no_path = hom({"get", device()});
+  EXPECT_EQ(no_path.exit, 2) << no_path.err;
+  EXPECT_NE(no_path.err.find("the root is /"), std::string::npos) << no_path.err;
+  EXPECT_EQ(api_.requests().size(), 0u);
+  // "/" reaches the API's root, which the test API does not serve.
+  const auto root = hom({"get", device(), "/"});
+  EXPECT_EQ(root.exit, 22) << root.err;
+  EXPECT_NE(root.err.find("404: returned by the device's API"), std::string::npos) << root.err;
   EXPECT_EQ(hom({"get", device(), "x", "--timeout", "soon"}).exit, 2);
   EXPECT_EQ(hom({"get", device(), "x", "-H", "no colon"}).exit, 2);
   EXPECT_EQ(hom({"get", device(), "x", "--data-binary", "nofile"}).exit, 2);

@@ -554,6 +554,10 @@ TEST(ConfigErrors, InvalidValuesThrowConfigErrorNamingTheVariable) {
       {{{"HTTP_BASE_URL", "not a url"}}, {"HTTP_BASE_URL"}},
       {{{"HTTP_BASE_URL", "localhost:8080"}}, {"HTTP_BASE_URL"}},
       {{{"HTTP_BASE_URL", "http://"}}, {"HTTP_BASE_URL"}},
+      {{{"HTTP_BASE_URL", "http:///x"}}, {"HTTP_BASE_URL"}},
+      {{{"HTTP_BASE_URL", "https:///x/"}}, {"HTTP_BASE_URL"}},
+      {{{"HTTP_BASE_URL", "http:////x"}}, {"HTTP_BASE_URL"}},
+      {{{"HTTP_BASE_URL", "http:///"}}, {"HTTP_BASE_URL"}},
       {{{"MQTT_CA_FILE", missing}}, {"MQTT_CA_FILE"}},
       {{{"MQTT_CERT_FILE", missing}, {"MQTT_KEY_FILE", readable.path()}}, {"MQTT_CERT_FILE"}},
       {{{"MQTT_CERT_FILE", readable.path()}, {"MQTT_KEY_FILE", missing}}, {"MQTT_KEY_FILE"}},
@@ -590,6 +594,120 @@ TEST(ConfigErrors, InvalidValuesThrowConfigErrorNamingTheVariable) {
     EXPECT_TRUE(named) << "what() does not name the variable: " << error;
     EXPECT_EQ(error.find('\n'), std::string::npos) << "one line: " << error;
   }
+}
+
+TEST(ConfigErrors, BaseUrlWithoutHostNamesValueAndWhatIsAccepted) {
+  // curl alone reads "http:///x" as the host "x".
+  const std::string error = config_error({{"HTTP_BASE_URL", "http:///x"}});
+  EXPECT_NE(error.find("HTTP_BASE_URL='http:///x'"), std::string::npos) << error;
+  EXPECT_NE(error.find("with a host"), std::string::npos) << error;
+}
+
+TEST(ConfigBaseUrlCredentials, CountAsHttpUserAndPassAndLeaveTheUrl) {
+  struct Case {
+    std::string in, url, user;
+    std::optional<std::string> password;
+    std::string shown;
+  };
+  const std::vector<Case> cases = {
+      {"http://alice:s3cret@127.0.0.1:8080/api", "http://127.0.0.1:8080/api/", "alice", "s3cret",
+       "http://alice:***@127.0.0.1:8080/api/"},
+      {"https://bob:p%40ss%3Aw%2Fd@dev.local/", "https://dev.local/", "bob", "p@ss:w/d",
+       "https://bob:***@dev.local/"},
+      {"http://us%20er:x@h/", "http://h/", "us er", "x", "http://us%20er:***@h/"},
+      {"http://carol@h/", "http://h/", "carol", std::nullopt, "http://carol@h/"},
+      {"http://:only-pass@h/", "http://h/", "", "only-pass", "http://:***@h/"},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE("HTTP_BASE_URL=" + c.in);
+    const Config config = load_config(fake_env({{"HTTP_BASE_URL", c.in}}));
+    EXPECT_EQ(config.http.base_url, c.url);
+    EXPECT_EQ(config.http.user, std::optional<std::string>(c.user));
+    EXPECT_EQ(config.http.password, c.password);
+    EXPECT_TRUE(config.http.credentials_in_url);
+    EXPECT_EQ(hom::display_base_url(config.http), c.shown);
+  }
+  const Config plain = load_config(fake_env({{"HTTP_BASE_URL", "http://h/"}}));
+  EXPECT_FALSE(plain.http.credentials_in_url);
+  EXPECT_EQ(hom::display_base_url(plain.http), "http://h/");
+}
+
+TEST(ConfigBaseUrlCredentials, TogetherWithHttpUserOrPassIsAnError) {
+  TempFile pass("file-pass\n");
+  for (const Vars& extra : std::vector<Vars>{{{"HTTP_USER", "admin"}},
+                                             {{"HTTP_PASS", "other"}},
+                                             {{"HTTP_PASS_FILE", pass.path()}},
+                                             {{"HTTP_USER", "admin"}, {"HTTP_PASS", "other"}}}) {
+    Vars vars = extra;
+    vars["HTTP_BASE_URL"] = "http://alice:s3cret-pw@h/";
+    const std::string error = config_error(vars);
+    SCOPED_TRACE(error);
+    EXPECT_NE(error.find("HTTP_BASE_URL"), std::string::npos);
+    EXPECT_TRUE(error.find("HTTP_USER") != std::string::npos ||
+                error.find("HTTP_PASS") != std::string::npos);
+    EXPECT_EQ(error.find("s3cret-pw"), std::string::npos) << "the password leaked";
+    EXPECT_NE(error.find("alice:***@h"), std::string::npos);
+  }
+}
+
+TEST(ConfigBaseUrlCredentials, ErrorsNeverShowThePassword) {
+  for (const std::string url :
+       {"ftp://alice:s3cret-pw@h/", "http://alice:s3cret-pw@h/?q=1", "http://alice:s3cret-pw@/x",
+        "http://alice:s3cret/pw@h/", "http://alice:s3cret-pw@h/#f"}) {
+    const std::string error = config_error({{"HTTP_BASE_URL", url}});
+    SCOPED_TRACE(url + " -> " + error);
+    EXPECT_NE(error.find("HTTP_BASE_URL"), std::string::npos);
+    EXPECT_EQ(error.find("s3cret"), std::string::npos) << "the password leaked";
+  }
+}
+
+TEST(ConfigBaseUrlCredentials, MaskUrlPassword) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"http://u:p@h/", "http://u:***@h/"},
+      {"http://u@h/", "http://u@h/"},
+      {"http://h:80/a@b", "http://h:***@b"},  // too much rather than too little
+      {"http://h/", "http://h/"},
+      {"not a url", "not a url"},
+      {"http://u:p/q@h/x?y=@", "http://u:***@h/x?y=@"},
+      {"http://u:p@h?x", "http://u:***@h?x"},
+  };
+  for (const auto& [in, out] : cases) EXPECT_EQ(hom::mask_url_password(in), out) << in;
+}
+
+TEST(ConfigDescribe, BaseUrlCredentialsAreMasked) {
+  const auto lines = hom::describe(
+      load_config(fake_env({{"HTTP_BASE_URL", "http://alice:s3cret-pw@127.0.0.1:8080/"}})));
+  for (const auto& [name, value] : lines)
+    EXPECT_EQ(value.find("s3cret-pw"), std::string::npos) << name << "=" << value;
+  EXPECT_EQ(find(lines, "HTTP_BASE_URL"),
+            std::optional<std::string>("http://alice:***@127.0.0.1:8080/"));
+  EXPECT_EQ(find(lines, "HTTP_USER"), std::optional<std::string>("alice (from HTTP_BASE_URL)"));
+  EXPECT_EQ(find(lines, "HTTP_PASS"), std::optional<std::string>("*** (from HTTP_BASE_URL)"));
+}
+
+TEST(ConfigValues, MaxHeaderBytes) {
+  EXPECT_EQ(load_config(fake_env({})).http.max_header_bytes, 65536u);
+  EXPECT_EQ(load_config(fake_env({{"HTTP_MAX_HEADER_BYTES", "100"}})).http.max_header_bytes, 100u);
+  for (const std::string bad : {"-1", "lots", "1e3"}) {
+    const std::string error = config_error({{"HTTP_MAX_HEADER_BYTES", bad}});
+    EXPECT_NE(error.find("HTTP_MAX_HEADER_BYTES='" + bad + "'"), std::string::npos) << error;
+  }
+  EXPECT_EQ(find(hom::describe(load_config(fake_env({}))), "HTTP_MAX_HEADER_BYTES"),
+            std::optional<std::string>("65536"));
+}
+
+TEST(ConfigProxy, ProxyVariablesAreRemovedFromTheEnvironment) {
+  ::setenv("http_proxy", "http://127.0.0.1:9", 1);
+  ::setenv("HTTPS_PROXY", "http://127.0.0.1:9", 1);
+  ::setenv("ALL_PROXY", "socks5://127.0.0.1:9", 1);
+  ::setenv("no_proxy", "", 1);  // set, though empty
+  ::unsetenv("https_proxy");
+  const auto ignored = hom::ignore_proxy_environment();
+  EXPECT_EQ(ignored,
+            (std::vector<std::string>{"http_proxy", "HTTPS_PROXY", "ALL_PROXY", "no_proxy"}));
+  for (const char* name : {"http_proxy", "HTTPS_PROXY", "ALL_PROXY", "no_proxy"})
+    EXPECT_EQ(std::getenv(name), nullptr) << name;
+  EXPECT_TRUE(hom::ignore_proxy_environment().empty());
 }
 
 TEST(ConfigDescribe, SecretsAreStarredAndFilesShowTheirPath) {
