@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hom/config.hpp"
+#include "hom/envelope.hpp"
 #include "hom/presence.hpp"
 #include "hom/session.hpp"
 
@@ -41,8 +42,8 @@ class Requester {
   struct Call {
     std::string device;
     std::string verb;
-    std::string path;        // without a leading '/'
-    nlohmann::json payload;  // a req_id in it is used as is; else a random one is set
+    std::string path;         // without a leading '/'
+    RequestEnvelope request;  // its req_id is used as is; when null a random one is set
     int qos = 2;
     std::chrono::milliseconds timeout{30000};
     bool wait_online = false;  // wait for an offline device instead of failing at once
@@ -53,7 +54,8 @@ class Requester {
   enum class Outcome { kReply, kTimeout, kOffline };
   struct Result {
     Outcome outcome = Outcome::kTimeout;
-    nlohmann::json reply;  // the reply document (kReply)
+    std::string payload;  // the reply as it arrived (kReply)
+    ReplyEnvelope reply;  // the reply decoded (kReply)
     std::string request_topic;
     std::string response_topic;
   };

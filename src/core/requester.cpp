@@ -14,7 +14,6 @@
 
 namespace hom {
 
-using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 std::string random_id() {
@@ -96,23 +95,24 @@ struct Requester::Impl {
         }
         cv.notify_all();
       } else {
-        std::optional<json> doc = parse_json(in.payload);
+        std::optional<ReplyEnvelope> reply = decode_reply(in.payload);
         auto it = flights.end();
         if (in.properties.correlation_data) {
           it = flights.find(*in.properties.correlation_data);
         }
-        if (it == flights.end() && doc && doc->is_object() && doc->contains("req_id")) {
-          // 3.1.1, or a homd without MQTT 5: the mirrored topic and the req_id.
-          const std::string req_id = (*doc)["req_id"].dump();
+        if (it == flights.end() && reply) {
+          // 3.1.1, or a homd without MQTT 5: the mirrored topic and the req_id, compared as
+          // text (homd echoes it verbatim).
           it = std::find_if(flights.begin(), flights.end(), [&](const auto& entry) {
             return entry.second.sent && entry.second.response_topic == in.topic &&
-                   entry.second.req_id == req_id;
+                   entry.second.req_id == reply->req_id.text();
           });
         }
-        if (it != flights.end() && doc && doc->is_object()) {
+        if (it != flights.end() && reply) {
           Result r;
           r.outcome = Outcome::kReply;
-          r.reply = std::move(*doc);
+          r.payload = std::move(in.payload);
+          r.reply = std::move(*reply);
           r.request_topic = it->second.request_topic;
           r.response_topic = in.topic;
           finished.emplace_back(std::move(it->second.done), std::move(r));
@@ -220,9 +220,8 @@ void Requester::start(Call call, Done done) {
   f.request_topic = topics.request_topic(call.verb, call.path);
   f.response_topic = topics.mirror(*topics.parse(f.request_topic));
   f.correlation = random_id() + random_id();
-  if (!call.payload.is_object()) call.payload = json::object();
-  if (!call.payload.contains("req_id")) call.payload["req_id"] = random_id();
-  f.req_id = call.payload["req_id"].dump();
+  if (call.request.req_id.is_null()) call.request.req_id = RawJson::of(random_id());
+  f.req_id = call.request.req_id.text();
   f.deadline = deadline;
   f.done = std::move(done);
 
@@ -236,7 +235,7 @@ void Requester::start(Call call, Done done) {
   if (v5) s.ensure_subscribed(own_topic, 2, deadline);
 
   f.message.topic = f.request_topic;
-  f.message.payload = call.payload.dump();
+  f.message.payload = encode_request(call.request);
   f.message.qos = call.qos;
   if (v5) {
     f.message.response_topic = own_topic;

@@ -7,9 +7,9 @@
 #include <map>
 #include <sstream>
 
-#include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
 
 #include "hom/cli_request.hpp"
 #include "hom/config.hpp"
@@ -196,7 +196,7 @@ int main(int argc, char** argv) {
   const auto timeout = hom::parse_duration(timeout_text);
   if (!timeout)
     return fail(hom::exit_code::kUsage, "--timeout '" + timeout_text + "' is not a duration");
-  nlohmann::json payload;
+  hom::RequestEnvelope request_envelope;
   try {
     if (request.data && !request.data->empty() && request.data->front() == '@')
       request.data = read_file(request.data->substr(1));
@@ -207,7 +207,7 @@ int main(int argc, char** argv) {
     request.include_headers = include;
     hom::RequestEnvelope envelope = hom::build_request(request);
     if (!req_id.empty()) envelope.req_id = hom::RawJson::of(req_id);
-    payload = hom::request_document(envelope);
+    request_envelope = std::move(envelope);
   } catch (const std::invalid_argument& e) {
     return fail(hom::exit_code::kUsage, e.what());
   }
@@ -231,7 +231,14 @@ int main(int argc, char** argv) {
         std::cerr << "* " << line << " (" << elapsed_ms() << " ms)\n";
       });
     }
-    hom::Requester::Call call{device_id, verb, path, payload, qos, *timeout, wait_online};
+    hom::Requester::Call call;
+    call.device = device_id;
+    call.verb = verb;
+    call.path = path;
+    call.request = std::move(request_envelope);
+    call.qos = qos;
+    call.timeout = *timeout;
+    call.wait_online = wait_online;
     const auto result = requester.call(std::move(call));
     switch (result.outcome) {
       case hom::Requester::Outcome::kOffline:
@@ -243,8 +250,8 @@ int main(int argc, char** argv) {
       case hom::Requester::Outcome::kReply:
         break;
     }
-    const std::string text = result.reply.dump();
-    const hom::ReplyEnvelope reply = hom::decode_reply(text).value_or(hom::ReplyEnvelope{});
+    const std::string& text = result.payload;
+    const hom::ReplyEnvelope& reply = result.reply;
     const int status = reply.status;
     if (whole_json) {
       std::cout << text << "\n";
