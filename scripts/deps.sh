@@ -8,9 +8,9 @@ packages=(
   build-essential dpkg-dev cmake clang libclang-rt-14-dev ninja-build pkg-config clang-format
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
-  libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev
+  libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev libboost1.81-dev
   # broker and tools for the tests and the quick start
-  mosquitto mosquitto-clients openssl ca-certificates python3 valgrind
+  mosquitto mosquitto-clients openssl ca-certificates python3 valgrind curl
   # third-party peers of the interop tests (tests/interop/): Paho for Python, RabbitMQ's
   # MQTT plugin (the tests start their own node; the package's own service is not used)
   python3-paho-mqtt rabbitmq-server

@@ -7,11 +7,10 @@
 #include <iostream>
 #include <thread>
 
-#include <spdlog/pattern_formatter.h>
-#include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "hom/config.hpp"
+#include "hom/daemon.hpp"
 #include "hom/device.hpp"
 #include "hom/http_client.hpp"
 
@@ -30,50 +29,6 @@ see the README for all of them.
   --help          show this help
   --version       show the version
 )";
-
-// "%*" in a pattern: the sd-daemon(3) syslog priority prefix of the level ("<4>" for warn).
-class SyslogPriorityFlag : public spdlog::custom_flag_formatter {
- public:
-  void format(const spdlog::details::log_msg& msg, const std::tm&,
-              spdlog::memory_buf_t& dest) override {
-    static constexpr const char* kPrefix[] = {"<7>", "<7>", "<6>", "<4>", "<3>", "<2>", "<6>"};
-    const char* p = kPrefix[static_cast<int>(msg.level)];
-    dest.append(p, p + 3);
-  }
-  std::unique_ptr<custom_flag_formatter> clone() const override {
-    return std::make_unique<SyslogPriorityFlag>();
-  }
-};
-
-void setup_logging(const std::string& level) {
-  auto logger = spdlog::stderr_logger_mt("homd");
-  auto formatter = std::make_unique<spdlog::pattern_formatter>();
-  if (std::getenv("JOURNAL_STREAM")) {
-    // Under journald: no timestamp (journald adds one) and the syslog priority per line,
-    // so `journalctl -p warning -u homd` works.
-    formatter->add_flag<SyslogPriorityFlag>('*').set_pattern("%*%v");
-  } else {
-    formatter->set_pattern("%Y-%m-%d %H:%M:%S.%e %l %v");
-  }
-  logger->set_formatter(std::move(formatter));
-  logger->set_level(spdlog::level::from_str(level));
-  logger->flush_on(spdlog::level::trace);
-  spdlog::set_default_logger(logger);
-}
-
-// SIGTERM and SIGINT are blocked in every thread and taken here, so no handler runs
-// in the middle of Paho or curl; this thread only sets the flag and wakes the main loop.
-std::thread start_signal_thread(const sigset_t& signals, std::atomic<bool>& stop,
-                                hom::Device& device) {
-  return std::thread([&signals, &stop, &device] {
-    int sig = 0;
-    sigwait(&signals, &sig);
-    if (sig == SIGUSR2) return;  // our own wake-up at exit
-    spdlog::info("received {}; stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    stop = true;
-    device.wake();
-  });
-}
 
 }  // namespace
 
@@ -115,14 +70,8 @@ int main(int argc, char** argv) {
   // A device daemon: two malloc arenas instead of one per thread (8 x cores) keep the
   // footprint small; the main loop hands freed memory back after bursts (malloc_trim).
   mallopt(M_ARENA_MAX, 2);
-  setup_logging(config.log_level);
-  std::signal(SIGPIPE, SIG_IGN);
-  sigset_t signals;
-  sigemptyset(&signals);
-  sigaddset(&signals, SIGTERM);
-  sigaddset(&signals, SIGINT);
-  sigaddset(&signals, SIGUSR2);
-  pthread_sigmask(SIG_BLOCK, &signals, nullptr);  // before any thread starts
+  hom::setup_daemon_logging("homd", config.log_level);
+  hom::block_stop_signals();  // before any thread starts
   hom::http_global_init();
 
   hom::Device device(config);
@@ -138,7 +87,7 @@ int main(int argc, char** argv) {
   }
 
   std::atomic<bool> stop{false};
-  std::thread signal_thread = start_signal_thread(signals, stop, device);
+  std::thread signal_thread = hom::start_signal_thread(stop, [&device] { device.wake(); });
 
   // systemd: READY once configured and started, STATUS kept current, WATCHDOG from the main
   // loop only while the workers make progress.
@@ -178,7 +127,6 @@ int main(int argc, char** argv) {
   device.stop();
   const auto stats = device.bridge().stats();
   spdlog::info("stopped after {} requests ({} bridge errors)", stats.received, stats.bridge_errors);
-  pthread_kill(signal_thread.native_handle(), SIGUSR2);
-  signal_thread.join();
+  hom::join_signal_thread(signal_thread);
   return 0;
 }

@@ -1,0 +1,395 @@
+#include "hom/gateway_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <array>
+#include <atomic>
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "hom/cli_request.hpp"
+#include "hom/envelope.hpp"
+#include "hom/path.hpp"
+#include "hom/response.hpp"
+
+namespace hom::gateway {
+
+namespace net = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = net::ip::tcp;
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kServerName = "hom-gateway/" HOM_VERSION;
+// Retry-After for a device whose presence says offline.
+constexpr int kRetryAfterS = 30;
+constexpr std::array<double, 12> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                             0.5,   1,    2.5,   5,    10,  30};
+
+// Counters for /_hom/metrics; updated from the I/O thread, read from it too.
+struct Metrics {
+  std::map<int, std::uint64_t> by_status;
+  std::array<std::uint64_t, kBuckets.size() + 1> latency{};
+  double latency_sum = 0;
+  std::uint64_t latency_count = 0;
+
+  void record(int status, double seconds) {
+    ++by_status[status];
+    std::size_t i = 0;
+    while (i < kBuckets.size() && seconds > kBuckets[i]) ++i;
+    ++latency[i];
+    latency_sum += seconds;
+    ++latency_count;
+  }
+};
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(const GatewayConfig& c, std::vector<Token> t, Requester& r)
+      : config(c), tokens(std::move(t)), requester(r), acceptor(ioc) {}
+
+  class Connection;
+
+  void accept();
+
+  std::string metrics_text() const {
+    std::string out;
+    out += "# HELP hom_gateway_requests_total HTTP requests answered, by status.\n";
+    out += "# TYPE hom_gateway_requests_total counter\n";
+    for (const auto& [status, n] : metrics.by_status)
+      out += "hom_gateway_requests_total{status=\"" + std::to_string(status) + "\"} " +
+             std::to_string(n) + "\n";
+    out += "# HELP hom_gateway_in_flight Requests waiting for a device.\n";
+    out += "# TYPE hom_gateway_in_flight gauge\n";
+    out += "hom_gateway_in_flight " + std::to_string(in_flight.load()) + "\n";
+    out += "# HELP hom_gateway_connections Open HTTP connections.\n";
+    out += "# TYPE hom_gateway_connections gauge\n";
+    out += "hom_gateway_connections " + std::to_string(connections.load()) + "\n";
+    out += "# HELP hom_gateway_broker_connected 1 while connected to the MQTT broker.\n";
+    out += "# TYPE hom_gateway_broker_connected gauge\n";
+    out += std::string("hom_gateway_broker_connected ") +
+           (requester.session().connected() ? "1" : "0") + "\n";
+    out += "# HELP hom_gateway_request_duration_seconds Time from request to response.\n";
+    out += "# TYPE hom_gateway_request_duration_seconds histogram\n";
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i <= kBuckets.size(); ++i) {
+      cumulative += metrics.latency[i];
+      const std::string le = i < kBuckets.size() ? fmt::format("{}", kBuckets[i]) : "+Inf";
+      out += "hom_gateway_request_duration_seconds_bucket{le=\"" + le + "\"} " +
+             std::to_string(cumulative) + "\n";
+    }
+    out += fmt::format("hom_gateway_request_duration_seconds_sum {}\n", metrics.latency_sum);
+    out += "hom_gateway_request_duration_seconds_count " + std::to_string(metrics.latency_count) +
+           "\n";
+    return out;
+  }
+
+  const GatewayConfig config;
+  const std::vector<Token> tokens;
+  Requester& requester;
+  net::io_context ioc{1};
+  tcp::acceptor acceptor;
+  std::thread thread;
+  std::atomic<std::size_t> connections{0};
+  std::atomic<std::size_t> in_flight{0};
+  std::atomic<bool> draining{false};
+  Metrics metrics;  // I/O thread only
+  std::mutex idle_mu;
+  std::condition_variable idle_cv;  // signalled when in_flight drops to 0
+};
+
+// One HTTP connection: reads one request at a time (pipelined requests wait in the buffer),
+// answers it, then reads the next. Lives as long as an operation holds it.
+class Server::Impl::Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(std::shared_ptr<Impl> server, tcp::socket socket)
+      : server_(std::move(server)), stream_(std::move(socket)) {
+    ++server_->connections;
+  }
+  ~Connection() { --server_->connections; }
+
+  void start() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+ private:
+  using Response = http::response<http::string_body>;
+
+  void read() {
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->config.max_header_bytes));
+    parser_->body_limit(server_->config.max_body_bytes);
+    stream_.expires_after(first_ ? server_->config.request_timeout : server_->config.idle_timeout);
+    http::async_read(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    first_ = false;
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset)
+      return close();
+    if (ec == beast::error::timeout) {
+      // Idle keep-alive: just close. Half a request: 408.
+      if (parser_->got_some())
+        return fail(http::status::request_timeout, "request too slow", false);
+      return close();
+    }
+    if (ec == http::error::header_limit)
+      return fail(http::status::request_header_fields_too_large, "headers over the limit", false);
+    if (ec == http::error::body_limit)
+      return fail(http::status::payload_too_large,
+                  "body over GATEWAY_MAX_BODY_BYTES (" +
+                      std::to_string(server_->config.max_body_bytes) + ")",
+                  false);
+    if (ec) return fail(http::status::bad_request, "malformed HTTP: " + ec.message(), false);
+    started_ = Clock::now();
+    request_ = parser_->release();
+    stream_.expires_never();  // the wait for the device has its own deadline
+    handle();
+  }
+
+  void handle() {
+    const auto target = std::string(request_.target());
+    const std::string method = std::string(request_.method_string());
+    if (target == "/_hom/health") {
+      const bool up = server_->requester.session().connected();
+      return send_text(up ? http::status::ok : http::status::service_unavailable,
+                       up ? "ok\n" : "broker unreachable\n", "text/plain");
+    }
+    if (target == "/_hom/metrics")
+      return send_text(http::status::ok, server_->metrics_text(), "text/plain; version=0.0.4");
+    const auto r = route(server_->config, target, request_[http::field::host]);
+    if (!r) return fail(http::status::not_found, "no device in the request", true);
+    device_ = r->device;
+    path_ = "/" + r->path;
+    if (!server_->config.auth_none) {
+      const std::string plain = "/" + percent_decode(r->path.substr(0, r->path.find('?')));
+      const auto auth =
+          authorize(server_->tokens, request_[http::field::authorization], device_, method, plain);
+      token_name_ = auth.token_name;
+      if (auth.result == AuthResult::kUnauthenticated)
+        return fail(http::status::unauthorized, "a valid bearer token is required", true);
+      if (auth.result == AuthResult::kForbidden)
+        return fail(http::status::forbidden, "the token does not allow this device, method or path",
+                    true);
+    }
+    if (server_->draining) return fail(http::status::service_unavailable, "shutting down", true);
+    if (!server_->requester.session().connected())
+      return fail(http::status::service_unavailable, "broker unreachable", true);
+    if (server_->in_flight >= server_->config.max_inflight)
+      return fail(http::status::service_unavailable,
+                  "too many requests waiting (GATEWAY_MAX_INFLIGHT)", true);
+
+    auto timeout = server_->config.timeout;
+    if (const auto h = request_.find("Hom-Timeout"); h != request_.end()) {
+      const auto asked = parse_hom_timeout(h->value());
+      if (!asked) return fail(http::status::bad_request, "Hom-Timeout is not a duration", true);
+      timeout = std::min(timeout, *asked);
+    }
+    Requester::Call call;
+    call.device = device_;
+    call.verb = method;
+    call.path = r->path;
+    call.timeout = timeout;
+    call.listen_mirrored = false;
+    call.request = to_envelope();
+    ++server_->in_flight;
+    server_->requester.start(std::move(call), [self = shared_from_this()](Requester::Result res) {
+      // On Paho's or the requester's thread: hand over to this connection's strand.
+      net::post(self->stream_.get_executor(),
+                [self, res = std::move(res)]() mutable { self->on_result(std::move(res)); });
+    });
+  }
+
+  // The HTTP request as a request envelope: headers (minus hop-by-hop ones and the gateway's
+  // own), the body as text when it is UTF-8, else as bytes; the reply's headers always.
+  RequestEnvelope to_envelope() const {
+    RequestEnvelope e;
+    for (const auto& field : request_) {
+      const std::string name(field.name_string());
+      if (is_gateway_dropped_header(name)) continue;
+      std::string lowered = name;
+      for (auto& c : lowered) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      // HTTP allows a name twice; the payload takes each once: join them as HTTP does.
+      const auto same = std::find_if(e.headers.begin(), e.headers.end(),
+                                     [&](const auto& h) { return h.first == lowered; });
+      if (same == e.headers.end()) {
+        e.headers.emplace_back(lowered, std::string(field.value()));
+      } else {
+        same->second += (lowered == "cookie" ? "; " : ", ") + std::string(field.value());
+      }
+    }
+    e.include_headers = true;
+    const std::string& body = request_.body();
+    if (!body.empty()) {
+      e.body_kind =
+          is_valid_utf8(body) ? RequestEnvelope::Body::kText : RequestEnvelope::Body::kBytes;
+      e.body = body;
+    }
+    return e;
+  }
+
+  void on_result(Requester::Result result) {
+    --server_->in_flight;
+    if (server_->in_flight == 0) server_->idle_cv.notify_all();
+    switch (result.outcome) {
+      case Requester::Outcome::kOffline: {
+        Response res = error_response(http::status::service_unavailable, "device offline");
+        res.set(http::field::retry_after, std::to_string(kRetryAfterS));
+        return send(std::move(res));
+      }
+      case Requester::Outcome::kTimeout:
+        return fail(http::status::gateway_timeout, "no reply from the device in time", true);
+      case Requester::Outcome::kReply:
+        break;
+    }
+    const ReplyEnvelope& reply = result.reply;
+    if (reply.status < 100 || reply.status > 999)
+      return fail(http::status::bad_gateway, "the device's reply has no valid status", true);
+    if (!reply.error.empty()) {
+      // A status homd produced itself: its reason goes in Hom-Error.
+      return send(error_response(static_cast<http::status>(reply.status), reply.error));
+    }
+    Response res{static_cast<http::status>(reply.status), request_.version()};
+    for (const auto& [name, value] : reply.headers) {
+      if (!is_hop_by_hop_response_header(name)) res.insert(name, value);
+    }
+    if (request_.method() != http::verb::head) res.body() = reply.content;
+    send(std::move(res));
+  }
+
+  Response error_response(http::status status, const std::string& reason) {
+    Response res{status, request_.version()};
+    res.set(http::field::content_type, "application/json");
+    res.set("Hom-Error", reason);
+    res.body() = json({{"error", reason}}).dump() + "\n";
+    return res;
+  }
+
+  void fail(http::status status, const std::string& reason, bool keep_alive) {
+    Response res = error_response(status, reason);
+    if (status == http::status::unauthorized) res.set(http::field::www_authenticate, "Bearer");
+    if (!keep_alive) res.keep_alive(false);
+    send(std::move(res), keep_alive);
+  }
+
+  void send_text(http::status status, std::string body, const char* type) {
+    Response res{status, request_.version()};
+    res.set(http::field::content_type, type);
+    res.body() = std::move(body);
+    send(std::move(res));
+  }
+
+  void send(Response res, bool keep_alive = true) {
+    res.set(http::field::server, kServerName);
+    keep_alive = keep_alive && request_.keep_alive() && !server_->draining;
+    res.keep_alive(keep_alive);
+    res.prepare_payload();
+    const int status = res.result_int();
+    const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    server_->metrics.record(status, seconds);
+    if (!device_.empty())
+      spdlog::info("{} {} {} {} -> {} ({:.1f} ms)", token_name_.empty() ? "-" : token_name_,
+                   device_, std::string(request_.method_string()), path_, status, seconds * 1000);
+    response_ = std::make_shared<Response>(std::move(res));
+    stream_.expires_after(server_->config.request_timeout);
+    http::async_write(stream_, *response_,
+                      [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
+                        if (ec || !keep_alive) return self->close();
+                        self->response_.reset();
+                        self->device_.clear();
+                        self->token_name_.clear();
+                        self->read();
+                      });
+  }
+
+  void close() {
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  }
+
+  std::shared_ptr<Impl> server_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::string_body>> parser_;
+  http::request<http::string_body> request_;
+  std::shared_ptr<Response> response_;
+  Clock::time_point started_ = Clock::now();
+  std::string device_, path_, token_name_;
+  bool first_ = true;
+};
+
+void Server::Impl::accept() {
+  acceptor.async_accept(
+      net::make_strand(ioc), [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
+        if (ec) {
+          if (ec != net::error::operation_aborted) spdlog::warn("accept: {}", ec.message());
+          if (!self->draining) self->accept();
+          return;
+        }
+        if (self->connections >= self->config.max_connections) {
+          beast::error_code ignored;
+          socket.shutdown(tcp::socket::shutdown_both, ignored);  // over GATEWAY_MAX_CONNECTIONS
+        } else {
+          std::make_shared<Connection>(self, std::move(socket))->start();
+        }
+        self->accept();
+      });
+}
+
+Server::Server(const GatewayConfig& config, std::vector<Token> tokens, Requester& requester)
+    : impl_(std::make_shared<Impl>(config, std::move(tokens), requester)) {}
+
+Server::~Server() { drain(std::chrono::milliseconds(0)); }
+
+void Server::start() {
+  Impl& s = *impl_;
+  beast::error_code ec;
+  const auto address = net::ip::make_address(s.config.listen_host, ec);
+  if (ec)
+    throw std::runtime_error("GATEWAY_LISTEN: '" + s.config.listen_host + "' is not an IP address");
+  const tcp::endpoint endpoint(address, static_cast<unsigned short>(s.config.listen_port));
+  s.acceptor.open(endpoint.protocol(), ec);
+  if (!ec) s.acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) s.acceptor.bind(endpoint, ec);
+  if (!ec) s.acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec)
+    throw std::runtime_error("cannot listen on " + s.config.listen_host + ":" +
+                             std::to_string(s.config.listen_port) + ": " + ec.message());
+  s.accept();
+  s.thread = std::thread([impl = impl_] { impl->ioc.run(); });
+}
+
+int Server::port() const {
+  return impl_->acceptor.is_open() ? impl_->acceptor.local_endpoint().port() : 0;
+}
+
+std::size_t Server::in_flight() const { return impl_->in_flight; }
+
+void Server::drain(std::chrono::milliseconds grace) {
+  Impl& s = *impl_;
+  if (s.draining.exchange(true) && !s.thread.joinable()) return;
+  net::post(s.ioc, [impl = impl_] {
+    beast::error_code ignored;
+    impl->acceptor.close(ignored);
+  });
+  {
+    std::unique_lock<std::mutex> lock(s.idle_mu);
+    s.idle_cv.wait_for(lock, grace, [&] { return s.in_flight == 0; });
+  }
+  s.ioc.stop();
+  if (s.thread.joinable()) s.thread.join();
+}
+
+}  // namespace hom::gateway
