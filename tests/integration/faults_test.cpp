@@ -58,6 +58,26 @@ TEST_F(FaultsTest, BrokerStartedAfterHomd) {
   ASSERT_TRUE(homd_->wait_subscribed(1, deadline_in(kReconnectWait))) << diag();
   MqttClient client(broker.uri(), homd_->topic_start(), homd_->topic_id());
   EXPECT_EQ(latitude_status(client), 200);
+  // A broker that was not up is not one without MQTT 5 (SPEC §5.1 "Version fallback").
+  EXPECT_EQ(homd_->process().count_in_log("(MQTT 5)"), 1) << diag();
+  EXPECT_EQ(homd_->process().count_in_log("3.1.1 from now on"), 0) << diag();
+}
+
+// The same, with the broker coming up right after homd's first attempt, while homd's MQTT 5
+// attempt has just failed: the fallback must not take the broker for one without MQTT 5.
+TEST_F(FaultsTest, BrokerComingUpDuringTheFirstAttemptKeepsMqtt5) {
+  for (int round = 0; round < 5; ++round) {
+    Mosquitto::Options options;
+    options.start = false;
+    Mosquitto broker(options);
+    ApiServer api;
+    homd_ = std::make_unique<Homd>(broker.port(), api.base_url());
+    broker.start();
+    ASSERT_TRUE(homd_->wait_subscribed(1, deadline_in(kReconnectWait))) << diag();
+    EXPECT_EQ(homd_->process().count_in_log("(MQTT 5)"), 1) << diag();
+    EXPECT_EQ(homd_->stop(), 0);
+    homd_.reset();
+  }
 }
 
 TEST_F(FaultsTest, BrokerRestartedWhileHomdRuns) {

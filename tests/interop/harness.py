@@ -441,9 +441,9 @@ class Api:
 class DemoApi:
     """build/hom-demo-api, the README's demo device API, on a free loopback port."""
 
-    def __init__(self, directory):
-        for _ in range(5):
-            self.port = free_port()
+    def __init__(self, directory, port=None):
+        for _ in range(1 if port else 5):
+            self.port = port or free_port()
             self.url = f"http://127.0.0.1:{self.port}/"
             self.process = Process([binary("HOM_DEMO_API_BIN", "hom-demo-api"),
                                     str(self.port)],
@@ -708,9 +708,9 @@ def node_script(name):
 class Aedes:
     """The aedes broker (MQTT 3.1.1 only), aedes_broker.js, on a free loopback port."""
 
-    def __init__(self, directory):
-        for _ in range(5):
-            self.port = free_port()
+    def __init__(self, directory, port=None):
+        for _ in range(1 if port else 5):
+            self.port = port or free_port()
             self.process = Process([node_bin(), node_script("aedes_broker.js"), str(self.port)],
                                    base_env(), os.path.join(directory, f"aedes-{self.port}.log"))
             try:
