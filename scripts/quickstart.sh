@@ -3,6 +3,7 @@
 #
 #   hom ──MQTT──> private Mosquitto ──> homd ──HTTP──> hom-demo-api
 #   hom <──────── private Mosquitto <── homd <──────── (response)
+#   curl ──HTTP──> hom-gateway ──MQTT──> (the same path)
 #
 # Everything runs on 127.0.0.1 on free ports, in a temporary directory, and is stopped (by
 # PID) when the script ends. Exits non-zero when a reply does not arrive.
@@ -95,11 +96,11 @@ wait_for() {
 heading "Installing dependencies (Debian packages)"
 "$root/scripts/deps.sh"
 
-heading "Building homd, hom and hom-demo-api ($build_dir)"
+heading "Building homd, hom, hom-gateway and hom-demo-api ($build_dir)"
 generator=()
 [[ -f "$build_dir/CMakeCache.txt" ]] || generator=(-G Ninja)
 cmake -S "$root" -B "$build_dir" "${generator[@]}" -DHOM_BUILD_DEMO=ON
-cmake --build "$build_dir" --target homd hom hom-demo-api -j2
+cmake --build "$build_dir" --target homd hom hom-gateway hom-demo-api -j2
 
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/hom-quickstart.XXXXXX")
 
@@ -141,7 +142,7 @@ heading "Starting homd"
 unset_args=()
 for name in $(compgen -e); do
   case $name in
-    MQTT_* | HTTP_* | WORKERS | QUEUE_MAX | SHUTDOWN_GRACE_MS | LOG_LEVEL) unset_args+=(-u "$name") ;;
+    MQTT_* | HTTP_* | GATEWAY_* | WORKERS | QUEUE_MAX | SHUTDOWN_GRACE_MS | LOG_LEVEL) unset_args+=(-u "$name") ;;
   esac
 done
 homd_env=(
@@ -171,6 +172,31 @@ hom_call get itsme gps/latitude
 hom_call post itsme food/dessert -d '{"name":"tiramisu"}' --req-id 42 --json
 hom_call devices
 
+# --- 6. the same device through hom-gateway, with curl ---------------------------------
+gateway_port=$(free_port "$mqtt_port" "$api_port")
+heading "Starting hom-gateway on 127.0.0.1:$gateway_port"
+# One token, allowed GET on every device; the file holds only its SHA-256.
+token=quickstart-$RANDOM$RANDOM
+printf '%s * GET * quickstart\n' "$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)" \
+  >"$workdir/tokens"
+gateway_env=(MQTT_HOST=127.0.0.1 MQTT_PORT="$mqtt_port" MQTT_TLS=off MQTT_TOPIC_START=v1
+  GATEWAY_LISTEN="127.0.0.1:$gateway_port" GATEWAY_TOKENS_FILE="$workdir/tokens")
+env "${unset_args[@]}" "${gateway_env[@]}" "$build_dir/hom-gateway" >"$workdir/gateway.log" 2>&1 &
+pids+=($!)
+gateway_healthy() { curl -sf "http://127.0.0.1:$gateway_port/_hom/health" >/dev/null; }
+wait_for "hom-gateway" "${pids[-1]}" 20 gateway_healthy
+curl_call() {
+  heading "curl $*"
+  curl -sS --max-time 10 "$@" || {
+    fail "curl $* failed (exit status $?)"
+    failed=1
+  }
+  echo
+}
+curl_call -i -H "Authorization: Bearer $token" "http://127.0.0.1:$gateway_port/itsme/gps/latitude"
+heading "curl without a token"
+curl -sS -i "http://127.0.0.1:$gateway_port/itsme/gps/latitude" | head -n 1
+
 heading "What homd logged"
 cat "$workdir/homd.log"
 heading "What the demo API saw"
@@ -180,4 +206,6 @@ if ((failed)); then
   fail "a reply did not arrive"
   exit 1
 fi
-heading "Done: both requests were answered through MQTT. Stopping everything."
+heading "hom-gateway's access log"
+grep -E ' -> [0-9]+ ' "$workdir/gateway.log" || true
+heading "Done: the requests were answered through MQTT (hom and curl through hom-gateway). Stopping everything."
