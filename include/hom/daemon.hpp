@@ -4,10 +4,17 @@
 
 #include <atomic>
 #include <functional>
+#include <optional>
 #include <string>
 #include <thread>
 
 namespace hom {
+
+// The daemons' command line: --help, --version and --check-config. Returns the exit status
+// when the process should end now (help or version printed: 0; an unknown argument: 2, with
+// a line on stderr), else nullopt, with `check_only` set by --check-config.
+std::optional<int> parse_daemon_args(int argc, char** argv, const std::string& name,
+                                     const char* usage, bool& check_only);
 
 // Logs to stderr: timestamps and level names on a terminal or in a file; under journald
 // (JOURNAL_STREAM set) the sd-daemon(3) priority prefix instead, so `journalctl -p warning`

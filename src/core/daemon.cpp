@@ -4,6 +4,7 @@
 
 #include <csignal>
 #include <cstdlib>
+#include <iostream>
 
 #include <spdlog/pattern_formatter.h>
 #include <spdlog/sinks/stdout_sinks.h>
@@ -37,6 +38,29 @@ sigset_t stop_signals() {
 }
 
 }  // namespace
+
+std::optional<int> parse_daemon_args(int argc, char** argv, const std::string& name,
+                                     const char* usage, bool& check_only) {
+  check_only = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << usage;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << name << " " << HOM_VERSION << "\n";
+      return 0;
+    }
+    if (arg == "--check-config") {
+      check_only = true;
+      continue;
+    }
+    std::cerr << name << ": unknown argument '" << arg << "'; see " << name << " --help\n";
+    return 2;
+  }
+  return std::nullopt;
+}
 
 void setup_daemon_logging(const std::string& name, const std::string& level) {
   auto logger = spdlog::stderr_logger_mt(name);

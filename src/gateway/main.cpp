@@ -43,24 +43,11 @@ std::vector<hom::gateway::Token> load_tokens(const hom::gateway::GatewayConfig& 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Before any thread exists (unsetenv): the broker is reached directly, never by a proxy.
+  const std::vector<std::string> ignored_proxy_vars = hom::ignore_proxy_environment();
   bool check_only = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (arg == "--version") {
-      std::cout << "hom-gateway " << HOM_VERSION << "\n";
-      return 0;
-    }
-    if (arg == "--check-config") {
-      check_only = true;
-      continue;
-    }
-    std::cerr << "hom-gateway: unknown argument '" << arg << "'; see hom-gateway --help\n";
-    return 2;
-  }
+  if (const auto exit_now = hom::parse_daemon_args(argc, argv, "hom-gateway", kUsage, check_only))
+    return *exit_now;
 
   hom::gateway::GatewayConfig config;
   std::vector<hom::gateway::Token> tokens;
@@ -80,6 +67,7 @@ int main(int argc, char** argv) {
 
   hom::setup_daemon_logging("hom-gateway", config.log_level);
   hom::block_stop_signals();  // before any thread starts
+  for (const auto& name : ignored_proxy_vars) spdlog::info("ignoring {}: no proxy is used", name);
   if (config.auth_none)
     spdlog::warn("GATEWAY_AUTH=none: every client that reaches {} may call every device",
                  config.listen_host);

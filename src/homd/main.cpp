@@ -36,23 +36,8 @@ int main(int argc, char** argv) {
   // Before any thread exists (unsetenv); logged once logging is set up.
   const std::vector<std::string> ignored_proxy_vars = hom::ignore_proxy_environment();
   bool check_only = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::cout << kUsage;
-      return 0;
-    }
-    if (arg == "--version") {
-      std::cout << "homd " << HOM_VERSION << "\n";
-      return 0;
-    }
-    if (arg == "--check-config") {
-      check_only = true;
-      continue;
-    }
-    std::cerr << "homd: unknown argument '" << arg << "'; see homd --help\n";
-    return 2;
-  }
+  if (const auto exit_now = hom::parse_daemon_args(argc, argv, "homd", kUsage, check_only))
+    return *exit_now;
 
   hom::Config config;
   try {
