@@ -14,9 +14,12 @@ packages=(
   # third-party peers of the interop tests (tests/interop/): Paho for Python, RabbitMQ's
   # MQTT plugin (the tests start their own node; the package's own service is not used)
   python3-paho-mqtt rabbitmq-server
+  # the browser test (tests/browser/): Debian's Chromium, driven by playwright-core, and a
+  # font for its screenshots
+  chromium fonts-dejavu-core
 )
-# MQTT.js and aedes (tests/interop/package.json) need Node.js and npm: Debian's, unless a
-# node is already on PATH.
+# MQTT.js and aedes (tests/interop/package.json) and playwright-core (tests/browser/) need
+# Node.js and npm: Debian's, unless a node is already on PATH.
 if ! command -v node >/dev/null 2>&1; then
   packages+=(nodejs npm)
 fi
@@ -29,16 +32,19 @@ for package in "${packages[@]}"; do
   fi
 done
 
-# The interop tests' Node.js packages, exactly as package-lock.json pins them: `npm ci` when
-# node_modules is missing or older than the lock file. Needs no root.
+# The Node.js packages of the interop and browser tests, exactly as each package-lock.json
+# pins them: `npm ci` when node_modules is missing or older than the lock file. Needs no root.
+# (playwright-core downloads no browser on install; the test uses Debian's chromium.)
 interop_node_modules() {
-  local dir
-  dir="$(dirname "$(readlink -f "$0")")/../tests/interop"
-  if [[ ! -f "$dir/node_modules/.package-lock.json" ||
-        "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
-    echo "deps: npm ci --prefix tests/interop"
-    npm ci --prefix "$dir" --no-audit --no-fund
-  fi
+  local name dir
+  for name in interop browser; do
+    dir="$(dirname "$(readlink -f "$0")")/../tests/$name"
+    if [[ ! -f "$dir/node_modules/.package-lock.json" ||
+          "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]]; then
+      echo "deps: npm ci --prefix tests/$name"
+      npm ci --prefix "$dir" --no-audit --no-fund
+    fi
+  done
 }
 
 if ((${#missing[@]} == 0)); then

@@ -5,6 +5,8 @@
 //   GET  /gps/latitude      200 {"latitude": 48.8584}
 //   POST /food/dessert      201 text/plain "dessert <name> created", from a JSON body {"name": ...}
 //   GET  /status            200 {"service": "hom-demo-api", "status": "ok", ...}
+//   GET  /                  the device's web UI (web/index.html, /app.css, /app.js, /logo.png):
+//                           a page whose script calls the routes above with fetch()
 //
 // SIGTERM or SIGINT stops it cleanly (exit 0).
 #include <httplib.h>
@@ -20,12 +22,16 @@
 #include <cstdlib>
 #include <iostream>
 #include <string>
+#include <string_view>
 #include <thread>
+
+#include "web_assets.hpp"
 
 namespace {
 
 constexpr int kDefaultPort = 8080;
 constexpr const char* kHost = "127.0.0.1";
+constexpr int kLogoSize = 256;  // pixels a side: ~260 KB, as the issue asks of the UI
 
 // Parses a TCP port; -1 when the text is not a number in 1..65535.
 int parse_port(const char* text) {
@@ -73,6 +79,32 @@ void add_routes(httplib::Server& server, std::chrono::steady_clock::time_point s
   });
 }
 
+// httplib's route patterns are regular expressions: "/app.js" must not match "/app_js".
+std::string regex_quote(std::string_view path) {
+  std::string out;
+  for (const char c : path) {
+    if (std::string_view(".[]{}()*+?^$|\\").find(c) != std::string_view::npos) out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The web UI: the embedded files at their paths, index.html also at "/", and the logo.
+// `logo` must outlive the server.
+void add_web_routes(httplib::Server& server, const std::string& logo) {
+  for (const auto& asset : hom::demo::web_assets()) {
+    const auto serve = [asset](const httplib::Request&, httplib::Response& res) {
+      res.set_content(asset.bytes.data(), asset.bytes.size(),
+                      hom::demo::content_type_for(asset.path));
+    };
+    server.Get(regex_quote(asset.path), serve);
+    if (asset.path == "/index.html") server.Get("/", serve);
+  }
+  server.Get(regex_quote("/logo.png"), [&logo](const httplib::Request&, httplib::Response& res) {
+    res.set_content(logo.data(), logo.size(), "image/png");
+  });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +132,8 @@ int main(int argc, char** argv) {
   httplib::Server server;
   std::atomic<long> served{0};
   add_routes(server, std::chrono::steady_clock::now(), served);
+  const std::string logo = hom::demo::logo_png(kLogoSize);
+  add_web_routes(server, logo);
 
   if (!server.bind_to_port(kHost, port)) {
     std::cerr << "hom-demo-api: cannot listen on " << kHost << ":" << port << "\n";
