@@ -102,5 +102,24 @@ TEST_F(SessionTest, ConnectionDroppedByTheBrokerIsNoticedAndReconnected) {
   EXPECT_EQ(status_of(*fine), 200);
 }
 
+// Another client logs in with homd's client id and takes its session over (a broker may end
+// the connection with a DISCONNECT packet, which Paho reports through a handler of its own,
+// or just close it): homd must notice, say so, and reconnect once the impostor is gone.
+TEST_F(SessionTest, SessionTakenOverIsNoticedAndReconnected) {
+  ASSERT_NO_FATAL_FAILURE(start({}, {{"MQTT_VERSION", "5"}}));
+  {
+    mqtt::async_client impostor(broker_->uri(), "homd-" + homd_->topic_id(),
+                                mqtt::create_options(MQTTVERSION_5));
+    auto options = mqtt::connect_options_builder().mqtt_version(MQTTVERSION_5).finalize();
+    ASSERT_TRUE(impostor.connect(options)->wait_for(std::chrono::seconds(20)));
+    ASSERT_TRUE(homd_->process().wait_for_log("connection to the broker lost")) << diag();
+    impostor.disconnect()->wait_for(std::chrono::seconds(5));
+  }
+  ASSERT_TRUE(homd_->wait_subscribed(2, deadline_in(std::chrono::seconds(45)))) << diag();
+  auto fine = request("text", 1, "after-takeover");
+  ASSERT_TRUE(fine) << diag();
+  EXPECT_EQ(status_of(*fine), 200);
+}
+
 }  // namespace
 }  // namespace hom::test
