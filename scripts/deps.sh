@@ -11,6 +11,8 @@ packages=(
   libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev libboost1.81-dev
   # broker and tools for the tests and the quick start
   mosquitto mosquitto-clients openssl ca-certificates python3 valgrind curl
+  # the load balancer in front of two gateways (tests/integration/gateway_scale_test.cpp)
+  nginx-light
   # third-party peers of the interop tests (tests/interop/): Paho for Python, RabbitMQ's
   # MQTT plugin (the tests start their own node; the package's own service is not used)
   python3-paho-mqtt rabbitmq-server
