@@ -112,9 +112,6 @@ std::size_t publish_packet_size(const OutboundMessage& message, bool v5,
 // peer's delayed ACK. Paho C offers no hook to reach its socket, so it is found by peer port.
 void set_tcp_nodelay_to_port(int port);
 
-// True when a TCP connection to host:port succeeds within `timeout` (closed at once).
-bool tcp_reachable(const std::string& host, int port, std::chrono::milliseconds timeout);
-
 // Connects to host:port with TLS as configured and returns why the handshake or the
 // certificate check fails ("certificate has expired", "Hostname mismatch", ...), or an
 // empty string when it succeeds. Bounded by `timeout`. For error messages only.

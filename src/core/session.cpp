@@ -46,6 +46,14 @@ bool is_version_refusal(const mqtt::exception& e) {
   return e.get_return_code() == 1 || e.get_reason_code() == 0x84;
 }
 
+// The broker took the TCP (and TLS) connection and the CONNECT, then closed the socket
+// without a CONNACK: what RabbitMQ's MQTT plugin before 3.13 does with MQTT 5. Paho C 1.3
+// reports exactly this case as "TCP connect completion failure" (CONNECT sent, then a
+// socket error); a refused or failed TCP/TLS connection is "TCP/TLS connect failure".
+bool is_closed_after_connect(const mqtt::exception& e) {
+  return std::string(e.what()).find("TCP connect completion failure") != std::string::npos;
+}
+
 // The broker answered the CONNECT and said no (credentials, authorisation, ...): trying
 // again with another protocol version would not help.
 bool is_refusal(const mqtt::exception& e) {
@@ -232,8 +240,8 @@ struct MqttSession::Impl : public virtual mqtt::callback {
 
   // One CONNECT with one protocol version; the CONNACK's limits are read on success.
   std::optional<ConnectError> attempt(int version, const std::atomic<bool>& stop,
-                                      Clock::time_point deadline, bool& version_refused) {
-    version_refused = false;
+                                      Clock::time_point deadline, bool& maybe_no_mqtt5) {
+    maybe_no_mqtt5 = false;
     make_client(version);
     const auto c = current();
     try {
@@ -261,7 +269,7 @@ struct MqttSession::Impl : public virtual mqtt::callback {
       broker_max_qos = max_qos;
       return std::nullopt;
     } catch (const mqtt::exception& e) {
-      version_refused = is_version_refusal(e);
+      maybe_no_mqtt5 = is_version_refusal(e) || is_closed_after_connect(e);
       return ConnectError{e.what(), is_refusal(e)};
     } catch (const std::exception& e) {
       return ConnectError{e.what(), false};
@@ -269,22 +277,17 @@ struct MqttSession::Impl : public virtual mqtt::callback {
   }
 
   std::optional<ConnectError> connect(const std::atomic<bool>& stop, Clock::time_point deadline) {
-    bool version_refused = false;
-    if (use_311) return attempt(MQTTVERSION_3_1_1, stop, deadline, version_refused);
-    auto error = attempt(MQTTVERSION_5, stop, deadline, version_refused);
-    if (!error || options.mqtt.version != MqttVersion::kAuto ||
-        (error->refused && !version_refused))
-      return error;
-    // A broker that is simply not up (yet) must not be taken for one that does not speak
-    // MQTT 5: only when it accepts a TCP connection is the failure the protocol's.
-    if (!version_refused &&
-        !tcp_reachable(options.mqtt.host, options.mqtt.port, std::chrono::seconds(2)))
-      return error;
+    bool maybe_no_mqtt5 = false;
+    if (use_311) return attempt(MQTTVERSION_3_1_1, stop, deadline, maybe_no_mqtt5);
+    auto error = attempt(MQTTVERSION_5, stop, deadline, maybe_no_mqtt5);
+    // Only a failure that says the broker may not speak MQTT 5 leads to 3.1.1: a broker that
+    // is down, restarting or failing TLS must not be taken for one without MQTT 5 (and the
+    // client is not replaced for nothing).
+    if (!error || options.mqtt.version != MqttVersion::kAuto || !maybe_no_mqtt5) return error;
     // Some brokers refuse MQTT 5 in CONNACK; others (RabbitMQ's MQTT plugin before 3.13)
     // just close the socket. Either way 3.1.1 is tried at once, and kept if it works.
     bool ignored = false;
-    auto second = attempt(MQTTVERSION_3_1_1, stop, deadline, ignored);
-    if (second) return version_refused ? second : error;
+    if (auto second = attempt(MQTTVERSION_3_1_1, stop, deadline, ignored)) return second;
     spdlog::warn("the broker did not accept MQTT 5 ({}); using MQTT 3.1.1 from now on",
                  error->reason);
     use_311 = true;

@@ -92,11 +92,6 @@ std::string openssl_error() {
 
 }  // namespace
 
-bool tcp_reachable(const std::string& host, int port, std::chrono::milliseconds timeout) {
-  const Fd fd(connect_tcp(host, port, timeout));
-  return fd.get() >= 0;
-}
-
 std::string diagnose_tls(const MqttConfig& mqtt, std::chrono::milliseconds timeout) {
   if (!mqtt.tls) return {};
   ERR_clear_error();
