@@ -15,6 +15,7 @@
 #include "hom/cli_request.hpp"
 #include "hom/envelope.hpp"
 #include "hom/path.hpp"
+#include "hom/request.hpp"
 #include "hom/response.hpp"
 
 namespace hom::gateway {
@@ -231,6 +232,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       }
     }
     e.include_headers = true;
+    e.raw = true;  // the body comes back byte for byte, never re-serialised as JSON
     const std::string& body = request_.body();
     if (!body.empty()) {
       e.body_kind =
@@ -255,7 +257,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
         break;
     }
     const ReplyEnvelope& reply = result.reply;
-    if (reply.status < 100 || reply.status > 999)
+    // A reply is untrusted: an interim (1xx) status is no final response.
+    if (reply.status < 200 || reply.status > 999)
       return fail(http::status::bad_gateway, "the device's reply has no valid status", true);
     if (!reply.error.empty()) {
       // A status homd produced itself: its reason goes in Hom-Error.
@@ -263,6 +266,11 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     }
     Response res{static_cast<http::status>(reply.status), request_.version()};
     for (const auto& [name, value] : reply.headers) {
+      // Nothing that could split the response or smuggle a header in.
+      if (!is_token(name) || value.find_first_of(std::string_view("\r\n\0", 3)) != value.npos)
+        continue;
+      if (request_.method() == http::verb::head && beast::iequals(name, "content-length"))
+        head_length_ = value;  // what a GET would have sent
       if (!is_hop_by_hop_response_header(name)) res.insert(name, value);
     }
     if (request_.method() != http::verb::head) res.body() = reply.content;
@@ -295,7 +303,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     res.set(http::field::server, kServerName);
     keep_alive = keep_alive && request_.keep_alive() && !server_->draining;
     res.keep_alive(keep_alive);
-    res.prepare_payload();
+    frame(res);
     const int status = res.result_int();
     const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
     server_->metrics.record(status, seconds);
@@ -310,8 +318,27 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                         self->response_.reset();
                         self->device_.clear();
                         self->token_name_.clear();
+                        self->head_length_.reset();
                         self->read();
                       });
+  }
+
+  // Content-Length (or none) for the response: 1xx, 204 and 304 carry no body and no
+  // length; a HEAD carries the length the device gave for its GET.
+  void frame(Response& res) const {
+    const unsigned status = res.result_int();
+    res.erase(http::field::transfer_encoding);
+    if (status < 200 || status == 204 || status == 304) {
+      res.body().clear();
+      res.erase(http::field::content_length);
+      return;
+    }
+    if (request_.method() == http::verb::head) {
+      res.body().clear();
+      if (head_length_) res.set(http::field::content_length, *head_length_);
+      return;
+    }
+    res.prepare_payload();
   }
 
   void close() {
@@ -327,6 +354,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   std::shared_ptr<Response> response_;
   Clock::time_point started_ = Clock::now();
   std::string device_, path_, token_name_;
+  std::optional<std::string> head_length_;  // HEAD: the device's Content-Length
   bool first_ = true;
 };
 

@@ -114,6 +114,60 @@ TEST_F(GatewayTest, BinaryBodyComesBackByteForByte) {
   EXPECT_EQ(r.body, expected);
 }
 
+// SPEC §6 "Mapping": the gateway asks homd for `raw` content, so a body comes back as the
+// API sent it, whatever it looks like; statuses without a body keep their headers.
+TEST_F(GatewayTest, BodiesComeBackByteForByte) {
+  auto odd = curl({dev("/odd-json"), "-H", kAdmin});
+  ASSERT_EQ(odd.status, 200) << gateway_->log();
+  EXPECT_EQ(odd.body, R"({ "a" :1 })");
+  EXPECT_NE(odd.headers.find("content-type: application/json"), std::string::npos) << odd.headers;
+  EXPECT_NE(odd.headers.find("content-length: 10\r\n"), std::string::npos) << odd.headers;
+
+  auto latin1 = curl({dev("/latin1"), "-H", kAdmin});
+  EXPECT_EQ(latin1.body, std::string("caf\xE9"));
+  EXPECT_NE(latin1.headers.find("content-type: text/plain"), std::string::npos);
+
+  auto text = curl({dev("/text"), "-H", kOps});
+  EXPECT_EQ(text.body, "hello");
+  EXPECT_NE(text.headers.find("content-type: text/plain"), std::string::npos) << text.headers;
+
+  auto empty = curl({dev("/empty"), "-H", kAdmin});
+  EXPECT_EQ(empty.status, 200);
+  EXPECT_EQ(empty.body, "");
+  EXPECT_NE(empty.headers.find("content-length: 0\r\n"), std::string::npos) << empty.headers;
+}
+
+TEST_F(GatewayTest, HeadAndStatusesWithoutABody) {
+  auto head = curl({dev("/text"), "-H", kOps, "-I"});
+  EXPECT_EQ(head.exit, 0);
+  EXPECT_EQ(head.status, 200) << gateway_->log();
+  EXPECT_NE(head.headers.find("content-length: 5\r\n"), std::string::npos) << head.headers;
+  EXPECT_NE(head.headers.find("content-type: text/plain"), std::string::npos) << head.headers;
+  EXPECT_EQ(api_.requests().back().method, "HEAD");
+
+  auto none = curl({dev("/no-content"), "-H", kAdmin, "-X", "DELETE"});
+  EXPECT_EQ(none.exit, 0);
+  EXPECT_EQ(none.status, 204);
+  EXPECT_EQ(none.body, "");
+  EXPECT_NE(none.headers.find("x-done: yes"), std::string::npos) << none.headers;
+  EXPECT_EQ(none.headers.find("content-length"), std::string::npos) << none.headers;
+
+  auto same = curl({dev("/not-modified"), "-H", kAdmin});
+  EXPECT_EQ(same.exit, 0);
+  EXPECT_EQ(same.status, 304);
+  EXPECT_EQ(same.body, "");
+  EXPECT_NE(same.headers.find("etag: \"v1\""), std::string::npos) << same.headers;
+}
+
+TEST_F(GatewayTest, SetCookieTwiceAndRepeatedHeaders) {
+  auto r = curl({dev("/cookies"), "-H", kAdmin});
+  ASSERT_EQ(r.status, 200);
+  EXPECT_NE(r.headers.find("set-cookie: a=1; path=/\r\n"), std::string::npos) << r.headers;
+  EXPECT_NE(r.headers.find("set-cookie: b=2; path=/\r\n"), std::string::npos) << r.headers;
+  EXPECT_NE(r.headers.find("x-multi: one, two"), std::string::npos) << r.headers;
+  EXPECT_EQ(r.body, "ok");
+}
+
 TEST_F(GatewayTest, RequestHeadersAndBodyReachTheApiButNotTheToken) {
   dir_.write("upload", std::string("\x00\x01\xFF binary", 10));
   auto r = curl({dev("/echo/up?x=1"), "-H", kAdmin, "-H", "X-Custom: yes", "--data-binary",
