@@ -14,6 +14,8 @@ packages=(
   # third-party peers of the interop tests (tests/interop/): Paho for Python, RabbitMQ's
   # MQTT plugin (the tests start their own node; the package's own service is not used)
   python3-paho-mqtt rabbitmq-server
+  # the gateway's tests: Python requests as an HTTP client
+  python3-requests
 )
 # MQTT.js and aedes (tests/interop/package.json) need Node.js and npm: Debian's, unless a
 # node is already on PATH.
