@@ -19,6 +19,8 @@ packages=(
   # the browser test (tests/browser/): Debian's Chromium, driven by playwright-core, and a
   # font for its screenshots
   chromium fonts-dejavu-core
+  # the gateway's tests: Python requests as an HTTP client
+  python3-requests
 )
 # MQTT.js and aedes (tests/interop/package.json) and playwright-core (tests/browser/) need
 # Node.js and npm: Debian's, unless a node is already on PATH.

@@ -2,8 +2,9 @@
 // reply envelopes, encoded and decoded. The only place a JSON key of the protocol is spelled;
 // homd decodes requests and encodes replies, requesters (hom) do the reverse. Pure: no I/O.
 //
-// Reserved for later versions (not read, not written yet): `raw` (content never parsed as
-// JSON, SPEC §6) and `stream` (replies in chunks, SPEC §7).
+// `raw` (SPEC §6): the reply's `content` is never parsed as JSON, so the requester gets the
+// body byte for byte. Reserved for later versions (not read, not written yet): `stream`
+// (replies in chunks, SPEC §7).
 #pragma once
 
 #include <cstdint>
@@ -39,6 +40,7 @@ struct RequestEnvelope {
   RawJson req_id;                           // verbatim; null when absent
   std::optional<std::uint64_t> timeout_ms;  // positive
   bool include_headers = false;
+  bool raw = false;  // the reply's content as a string or base64, never parsed as JSON
 };
 
 struct DecodedRequest {
@@ -71,8 +73,9 @@ struct ReplyEnvelope {
   std::string error;         // the bridge's reason; empty when absent
 };
 
-// The reply document: content as JSON / UTF-8 text / base64, `status`, `req_id` (verbatim),
-// and `content_encoding`, `headers`, `error` when they apply. Always valid JSON.
+// The reply document: content as JSON (unless `response.raw`) / UTF-8 text / base64, `status`,
+// `req_id` (verbatim), and `content_encoding`, `headers`, `error` when they apply. Always valid
+// JSON.
 std::string encode_reply(const Response& response);
 
 // Reads a reply; nullopt when it is not a JSON object. Never throws, whatever the types.

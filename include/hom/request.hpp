@@ -44,6 +44,7 @@ struct Request {
   RawJson req_id;  // the payload's text, echoed verbatim; null when absent
   std::chrono::milliseconds timeout{0};
   bool include_headers = false;
+  bool raw = false;  // the reply's content never parsed as JSON
   // Set when the bridge answers by itself without calling the API (a 4xx from the checks).
   std::optional<Response> rejection;
   std::chrono::steady_clock::time_point received{};  // set by the bridge, for the log line

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -61,8 +62,9 @@ class Requester {
   };
   using Done = std::function<void(Result)>;
 
-  // Subscribes to the reply topics (and the device's presence) before publishing, then
-  // returns; `done` runs exactly once: the reply, the deadline, or offline.
+  // Never blocks: subscribes to the reply topics and the device's presence (once per
+  // session) without waiting, and publishes once the broker has acknowledged them; `done`
+  // runs exactly once: the reply, the deadline, or offline (by the retained presence).
   void start(Call call, Done done);
   // start() and wait for it.
   Result call(Call call);
@@ -75,6 +77,12 @@ class Requester {
   // have answered or `wait` has passed; devices without a status are left out.
   std::vector<DeviceStatus> devices(const std::vector<std::string>& ids,
                                     std::chrono::milliseconds wait);
+
+  struct Stats {
+    std::uint64_t replies = 0;    // replies matched to one of our calls
+    std::uint64_t unmatched = 0;  // other messages on our reply topics (late or not ours)
+  };
+  Stats stats() const;
 
   // Receives progress lines for -v.
   void set_trace(std::function<void(const std::string&)> trace);

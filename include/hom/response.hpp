@@ -23,6 +23,7 @@ struct Response {
   std::string error;
   RawJson req_id;  // the request's, verbatim; null when absent
   bool include_headers = false;
+  bool raw = false;  // `content` never parsed as JSON (the request's `raw`)
   HeaderList headers;
 };
 

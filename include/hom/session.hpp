@@ -74,6 +74,12 @@ class MqttSession : public Publisher {
   // answer in time; the reason is logged).
   std::optional<int> subscribe(const Subscription& subscription,
                                std::chrono::milliseconds timeout = std::chrono::seconds(15));
+  // The same without waiting: `done` runs exactly once, on Paho's thread when the SUBACK
+  // arrives (the granted QoS), or at once when not connected (nullopt; the subscription
+  // still stands and is made at the next connect). Messages the broker sends after its
+  // SUBACK (the retained ones) reach the message handler after `done` has run.
+  void subscribe_async(const Subscription& subscription,
+                       std::function<void(std::optional<int>)> done);
   // The QoS the broker granted for `filter` on the current connection.
   std::optional<int> granted_qos(const std::string& filter) const;
 

@@ -187,6 +187,7 @@ Response Bridge::to_response(const Request& request, HttpResult result) const {
       r.headers = std::move(result.headers);
       r.req_id = request.req_id;
       r.include_headers = request.include_headers;
+      r.raw = request.raw;
       return r;
     }
     case Outcome::kTimeout:

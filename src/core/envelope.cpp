@@ -18,6 +18,7 @@ constexpr const char* kHeaders = "headers";
 constexpr const char* kReqId = "req_id";
 constexpr const char* kTimeoutMs = "timeout_ms";
 constexpr const char* kIncludeHeaders = "include_headers";
+constexpr const char* kRaw = "raw";
 constexpr const char* kContent = "content";
 constexpr const char* kStatus = "status";
 constexpr const char* kContentEncoding = "content_encoding";
@@ -166,15 +167,22 @@ std::string read_request(const json& doc, RequestEnvelope& e) {
       return std::string("'") + kIncludeHeaders + "' must be true or false";
     e.include_headers = include->get<bool>();
   }
+  if (const json* raw = member(doc, kRaw)) {
+    if (!raw->is_boolean()) return std::string("'") + kRaw + "' must be true or false";
+    e.raw = raw->get<bool>();
+  }
   return {};
 }
 
 // ---- Reply --------------------------------------------------------------------------------
 
-json encode_content(const std::string& body, bool& is_base64) {
+// `raw`: never parsed as JSON, so `{ "a" :1 }` comes back with its spacing.
+json encode_content(const std::string& body, bool raw, bool& is_base64) {
   is_base64 = false;
   if (body.empty()) return "";
-  if (auto parsed = parse_json(body, kMaxContentDepth)) return std::move(*parsed);
+  if (!raw) {
+    if (auto parsed = parse_json(body, kMaxContentDepth)) return std::move(*parsed);
+  }
   if (is_valid_utf8(body)) return body;
   is_base64 = true;
   return base64_encode(body);
@@ -293,6 +301,7 @@ json request_document(const RequestEnvelope& e) {
   }
   if (e.timeout_ms) doc[kTimeoutMs] = *e.timeout_ms;
   if (e.include_headers) doc[kIncludeHeaders] = true;
+  if (e.raw) doc[kRaw] = true;
   if (!e.req_id.is_null()) doc[kReqId] = e.req_id.value();
   return doc;
 }
@@ -310,7 +319,8 @@ std::string encode_request(const RequestEnvelope& e) {
 
 std::string encode_reply(const Response& response) {
   bool is_base64 = false;
-  const json content = response.body ? encode_content(*response.body, is_base64) : json(nullptr);
+  const json content =
+      response.body ? encode_content(*response.body, response.raw, is_base64) : json(nullptr);
   // Keys in sorted order, as a document would write them; req_id spliced in verbatim.
   std::string out = "{" + key(kContent) + dump(content);
   if (is_base64) out += "," + key(kContentEncoding) + "\"" + kBase64 + "\"";

@@ -196,6 +196,7 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
       *envelope.timeout_ms < static_cast<std::uint64_t>(policy.max_timeout.count()))
     r.timeout = std::chrono::milliseconds(*envelope.timeout_ms);
   r.include_headers = envelope.include_headers;
+  r.raw = envelope.raw;
 
   // 5. HTTP_ALLOWED_PATHS, against the decoded path without its query.
   const std::string plain = "/" + percent_decode(path->substr(0, path->find('?')));

@@ -1,13 +1,14 @@
 #include "hom/requester.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <future>
 #include <map>
 #include <mutex>
 #include <random>
-#include <set>
 #include <thread>
+#include <utility>
 
 #include "hom/response.hpp"
 #include "hom/topic.hpp"
@@ -47,13 +48,17 @@ struct Requester::Impl {
     std::string req_id;          // the payload's req_id, serialised
     OutboundMessage message;     // published at once, or when the device comes online
     bool sent = false;
+    bool wait_online = false;
+    std::size_t waiting = 0;  // reply and presence subscriptions not acknowledged yet
     Clock::time_point deadline;
     Done done;
   };
 
   Impl(const MqttConfig& mqtt, std::string s)
       : start(std::move(s)),
-        session(requester_options(mqtt), [this](InboundMessage&& m) { on_message(std::move(m)); }) {
+        session(
+            requester_options(mqtt), [this](InboundMessage&& m) { on_message(std::move(m)); },
+            [this] { on_connected(); }) {
     timer = std::thread([this] { timer_main(); });
   }
 
@@ -86,7 +91,7 @@ struct Requester::Impl {
           statuses[*id] = *presence;
           if (presence->online) {
             for (auto& [key, f] : flights) {
-              if (f.device == *id && !f.sent) {
+              if (f.device == *id && !f.sent && f.waiting == 0) {
                 f.sent = true;
                 to_send.push_back(f.message);
               }
@@ -109,6 +114,7 @@ struct Requester::Impl {
           });
         }
         if (it != flights.end() && reply) {
+          ++replies;
           Result r;
           r.outcome = Outcome::kReply;
           r.payload = std::move(in.payload);
@@ -117,8 +123,9 @@ struct Requester::Impl {
           r.response_topic = in.topic;
           finished.emplace_back(std::move(it->second.done), std::move(r));
           flights.erase(it);
-        } else if (trace) {
-          trace("ignored a message that is not a reply to us on " + in.topic);
+        } else {
+          ++unmatched;
+          if (trace) trace("ignored a message that is not a reply to us on " + in.topic);
         }
       }
     }
@@ -165,17 +172,75 @@ struct Requester::Impl {
     }
   }
 
-  // Subscribes (once per session) and waits for the SUBACK, within the call's deadline.
+  // Subscribes (once per session) and waits for the SUBACK, within `deadline`. For hom's
+  // device listing; calls never wait (start() subscribes asynchronously).
   void ensure_subscribed(const std::string& filter, int qos, Clock::time_point deadline) {
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (!subscribed.insert(filter).second) return;
+      if (!filters.try_emplace(filter).second) return;
     }
     const auto left =
         std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
     session.subscribe(Subscription{filter, qos, false},
                       std::clamp<std::chrono::milliseconds>(left, std::chrono::milliseconds(1),
                                                             kMaxSubscribeWait));
+    on_suback(filter);
+  }
+
+  // A flight whose subscriptions are all acknowledged: published, or answered "offline" when
+  // the device's retained presence says so (it arrived right after its SUBACK, which came
+  // before the last one). Called with mu held.
+  void release(std::map<std::string, Flight>::iterator it,
+               std::vector<std::pair<Done, Result>>& finished,
+               std::vector<OutboundMessage>& to_send) {
+    Flight& f = it->second;
+    const auto status = statuses.find(f.device);
+    const bool offline = status != statuses.end() && !status->second.online;
+    if (!offline) {
+      f.sent = true;
+      to_send.push_back(f.message);
+    } else if (!f.wait_online) {
+      Result r;
+      r.outcome = Outcome::kOffline;
+      r.request_topic = f.request_topic;
+      r.response_topic = f.response_topic;
+      finished.emplace_back(std::move(f.done), std::move(r));
+      flights.erase(it);
+    }
+  }
+
+  // After each (re)connect the session has made every standing subscription: none is
+  // pending any more, whatever became of the SUBACKs asked for on an earlier connection.
+  void on_connected() {
+    std::vector<std::string> pending;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [filter, state] : filters)
+        if (!state.acked) pending.push_back(filter);
+    }
+    for (const auto& filter : pending) on_suback(filter);
+  }
+
+  // The SUBACK for `filter` (or its failure: the session keeps the subscription and makes it
+  // at the next connect, so the flights go ahead either way and a reply may still come).
+  void on_suback(const std::string& filter) {
+    std::vector<std::pair<Done, Result>> finished;
+    std::vector<OutboundMessage> to_send;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto& state = filters[filter];
+      state.acked = true;
+      for (const auto& key : std::exchange(state.waiters, {})) {
+        const auto it = flights.find(key);
+        if (it == flights.end()) continue;  // its deadline passed meanwhile
+        if (--it->second.waiting == 0) release(it, finished, to_send);
+      }
+    }
+    for (auto& m : to_send) {
+      trace_line("published on " + m.topic);
+      session.publish(std::move(m));
+    }
+    for (auto& [done, result] : finished) done(std::move(result));
   }
 
   const std::string start;
@@ -183,9 +248,15 @@ struct Requester::Impl {
 
   std::mutex mu;
   std::condition_variable cv;
-  std::map<std::string, Flight> flights;          // guarded by mu: by correlation data
-  std::map<std::string, Presence> statuses;       // guarded by mu
-  std::set<std::string> subscribed;               // guarded by mu
+  std::map<std::string, Flight> flights;     // guarded by mu: by correlation data
+  std::map<std::string, Presence> statuses;  // guarded by mu
+  struct Filter {
+    bool acked = false;                // SUBACK received (or the attempt failed)
+    std::vector<std::string> waiters;  // flights (by correlation) waiting for the SUBACK
+  };
+  std::map<std::string, Filter> filters;          // guarded by mu: subscribed or pending
+  std::atomic<std::uint64_t> replies{0};          // replies matched to a call
+  std::atomic<std::uint64_t> unmatched{0};        // other messages on our reply topics
   std::function<void(const std::string&)> trace;  // guarded by mu
   bool closing = false;                           // guarded by mu
   std::thread timer;
@@ -205,6 +276,8 @@ std::optional<ConnectError> Requester::connect(std::chrono::milliseconds timeout
 
 MqttSession& Requester::session() { return impl_->session; }
 
+Requester::Stats Requester::stats() const { return {impl_->replies, impl_->unmatched}; }
+
 void Requester::set_trace(std::function<void(const std::string&)> trace) {
   std::lock_guard<std::mutex> lock(impl_->mu);
   impl_->trace = std::move(trace);
@@ -223,16 +296,18 @@ void Requester::start(Call call, Done done) {
   if (call.request.req_id.is_null()) call.request.req_id = RawJson::of(random_id());
   f.req_id = call.request.req_id.text();
   f.deadline = deadline;
+  f.wait_online = call.wait_online;
   f.done = std::move(done);
 
-  // Presence first: the broker sends a retained status right after its SUBACK, so once the
-  // subscription is acknowledged the device's state is known.
-  s.ensure_subscribed(topics.status_topic(), 1, deadline);
-  // The mirrored topic too: a device whose homd speaks only 3.1.1 answers there.
-  if (call.listen_mirrored || !v5) s.ensure_subscribed(f.response_topic, 2, deadline);
-  // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers).
+  // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers,
+  // and a place no other requester listens to).
   const std::string own_topic = topics.response_prefix() + "hom/" + s.instance;
-  if (v5) s.ensure_subscribed(own_topic, 2, deadline);
+  // In this order: the broker sends the retained presence right after the first SUBACK, so
+  // by the last SUBACK the device's state is known.
+  std::vector<Subscription> needed = {{topics.status_topic(), 1, false}};
+  // The mirrored topic too: a device whose homd speaks only 3.1.1 answers there.
+  if (call.listen_mirrored || !v5) needed.push_back({f.response_topic, 2, false});
+  if (v5) needed.push_back({own_topic, 2, false});
 
   f.message.topic = f.request_topic;
   f.message.payload = encode_request(call.request);
@@ -245,32 +320,33 @@ void Requester::start(Call call, Done done) {
         std::max<long long>(1, std::chrono::ceil<std::chrono::seconds>(call.timeout).count()));
   }
 
-  bool offline = false;
-  std::optional<OutboundMessage> send;
+  // Never waits for the broker: subscriptions not yet acknowledged hold the flight, and
+  // their SUBACK releases it (Impl::on_suback).
+  std::vector<Subscription> to_subscribe;
+  std::vector<std::pair<Done, Result>> finished;
+  std::vector<OutboundMessage> to_send;
   {
     std::lock_guard<std::mutex> lock(s.mu);
-    const auto status = s.statuses.find(call.device);
-    offline = status != s.statuses.end() && !status->second.online;
-    if (!offline || call.wait_online) {
-      f.sent = !offline;
-      if (f.sent) send = f.message;
-      s.flights.emplace(f.correlation, std::move(f));
-      s.cv.notify_all();  // a new deadline for the timer
+    for (const auto& sub : needed) {
+      auto [it, inserted] = s.filters.try_emplace(sub.filter);
+      if (inserted) to_subscribe.push_back(sub);
+      if (!it->second.acked) {
+        it->second.waiters.push_back(f.correlation);
+        ++f.waiting;
+      }
     }
+    const auto it = s.flights.emplace(f.correlation, std::move(f)).first;
+    s.cv.notify_all();  // a new deadline for the timer
+    if (it->second.waiting == 0) s.release(it, finished, to_send);
   }
-  if (offline && !call.wait_online) {
-    Result r;
-    r.outcome = Outcome::kOffline;
-    r.request_topic = f.request_topic;
-    r.response_topic = f.response_topic;
-    f.done(std::move(r));
-    return;
+  for (auto& m : to_send) {
+    s.trace_line("published on " + m.topic);
+    s.session.publish(std::move(m));
   }
-  if (send) {
-    s.trace_line("published on " + send->topic);
-    s.session.publish(std::move(*send));
-  } else {
-    s.trace_line("device " + call.device + " is offline; waiting for it");
+  for (auto& [cb, result] : finished) cb(std::move(result));
+  for (const auto& sub : to_subscribe) {
+    s.session.subscribe_async(
+        sub, [&s, filter = sub.filter](std::optional<int>) { s.on_suback(filter); });
   }
 }
 

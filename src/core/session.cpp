@@ -306,7 +306,12 @@ struct MqttSession::Impl : public virtual mqtt::callback {
       tok = c->subscribe(s.filter, s.qos);
     }
     await(tok, "SUBSCRIBE", stop, deadline);
-    const std::vector<mqtt::ReasonCode> codes = tok->get_subscribe_response().get_reason_codes();
+    return granted(*tok, s);
+  }
+
+  // The QoS the SUBACK in `tok` granted for `s`; throws when the broker refused it.
+  int granted(const mqtt::token& tok, const Subscription& s) {
+    const std::vector<mqtt::ReasonCode> codes = tok.get_subscribe_response().get_reason_codes();
     const int code = codes.empty() ? s.qos : static_cast<int>(codes.front());
     if (code >= 0x80) {
       throw std::runtime_error("the broker refused the subscription to " + s.filter +
@@ -480,6 +485,77 @@ std::optional<int> MqttSession::subscribe(const Subscription& subscription,
   } catch (const std::exception& e) {
     spdlog::warn("subscribe to {}: {}", subscription.filter, e.what());
     return std::nullopt;
+  }
+}
+
+namespace {
+
+// Lives until Paho reports the SUBACK (or the failure), then deletes itself.
+class SubscribeListener : public mqtt::iaction_listener {
+ public:
+  using Granted = std::function<int(const mqtt::token&)>;
+  SubscribeListener(std::string filter, Granted granted,
+                    std::function<void(std::optional<int>)> done)
+      : filter_(std::move(filter)), granted_(std::move(granted)), done_(std::move(done)) {}
+
+  void on_success(const mqtt::token& tok) override {
+    std::optional<int> qos;
+    try {
+      qos = granted_(tok);
+    } catch (const std::exception& e) {
+      spdlog::warn("subscribe to {}: {}", filter_, e.what());
+    }
+    finish(qos);
+  }
+  void on_failure(const mqtt::token&) override {
+    spdlog::warn("subscribe to {}: no SUBACK", filter_);
+    finish(std::nullopt);
+  }
+  // Paho did not take the subscription: nothing else will call the listener.
+  void abandon() { finish(std::nullopt); }
+
+ private:
+  void finish(std::optional<int> qos) {
+    auto done = std::move(done_);
+    delete this;
+    done(qos);
+  }
+
+  std::string filter_;
+  Granted granted_;
+  std::function<void(std::optional<int>)> done_;
+};
+
+}  // namespace
+
+void MqttSession::subscribe_async(const Subscription& subscription,
+                                  std::function<void(std::optional<int>)> done) {
+  Impl& s = *impl_;
+  {
+    std::lock_guard<std::mutex> lock(s.mu);
+    const auto same = [&](const Subscription& x) { return x.filter == subscription.filter; };
+    s.subscriptions.erase(std::remove_if(s.subscriptions.begin(), s.subscriptions.end(), same),
+                          s.subscriptions.end());
+    s.subscriptions.push_back(subscription);
+  }
+  const auto c = s.current();
+  if (!c || !c->is_connected()) return done(std::nullopt);
+  auto* listener = new SubscribeListener(
+      subscription.filter,
+      [&s, subscription](const mqtt::token& tok) { return s.granted(tok, subscription); },
+      std::move(done));
+  try {
+    if (s.mqtt_version == MQTTVERSION_5 && subscription.no_retained) {
+      c->subscribe(
+          subscription.filter, subscription.qos, nullptr, *listener,
+          mqtt::subscribe_options(false, false, mqtt::subscribe_options::DONT_SEND_RETAINED));
+    } else {
+      c->subscribe(subscription.filter, subscription.qos, nullptr, *listener);
+    }
+  } catch (const std::exception& e) {
+    // Paho refused to queue it (disconnected meanwhile): the listener will not be called.
+    spdlog::warn("subscribe to {}: {}", subscription.filter, e.what());
+    listener->abandon();
   }
 }
 

@@ -21,8 +21,8 @@ Serves HTTP on GATEWAY_LISTEN and turns each request into a request to a device 
 Configured by environment variables: the MQTT_* variables of homd, MQTT_TOPIC_START,
 GATEWAY_LISTEN, GATEWAY_ROUTE, GATEWAY_HOST_SUFFIX, GATEWAY_TIMEOUT_MS,
 GATEWAY_TOKENS_FILE (or GATEWAY_AUTH=none), GATEWAY_MAX_INFLIGHT, GATEWAY_MAX_BODY_BYTES,
-GATEWAY_MAX_HEADER_BYTES, GATEWAY_MAX_CONNECTIONS, SHUTDOWN_GRACE_MS, LOG_LEVEL; see the
-README for all of them.
+GATEWAY_MAX_HEADER_BYTES, GATEWAY_MAX_CONNECTIONS, GATEWAY_REQUEST_TIMEOUT_MS,
+GATEWAY_IDLE_TIMEOUT_MS, SHUTDOWN_GRACE_MS, LOG_LEVEL; see the README for all of them.
 
   --check-config  validate the configuration, print it (secrets as ***) and exit
   --help          show this help

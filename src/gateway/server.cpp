@@ -15,6 +15,7 @@
 #include "hom/cli_request.hpp"
 #include "hom/envelope.hpp"
 #include "hom/path.hpp"
+#include "hom/request.hpp"
 #include "hom/response.hpp"
 
 namespace hom::gateway {
@@ -78,6 +79,17 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     out += "# TYPE hom_gateway_broker_connected gauge\n";
     out += std::string("hom_gateway_broker_connected ") +
            (requester.session().connected() ? "1" : "0") + "\n";
+    const auto stats = requester.stats();
+    out +=
+        "# HELP hom_gateway_mqtt_replies_total Device replies matched to a request of this "
+        "instance.\n";
+    out += "# TYPE hom_gateway_mqtt_replies_total counter\n";
+    out += "hom_gateway_mqtt_replies_total " + std::to_string(stats.replies) + "\n";
+    out +=
+        "# HELP hom_gateway_mqtt_unmatched_total Messages on this instance's reply topics that "
+        "answer none of its requests (late, or not its own).\n";
+    out += "# TYPE hom_gateway_mqtt_unmatched_total counter\n";
+    out += "hom_gateway_mqtt_unmatched_total " + std::to_string(stats.unmatched) + "\n";
     out += "# HELP hom_gateway_request_duration_seconds Time from request to response.\n";
     out += "# TYPE hom_gateway_request_duration_seconds histogram\n";
     std::uint64_t cumulative = 0;
@@ -124,27 +136,58 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
  private:
   using Response = http::response<http::string_body>;
 
+  // Waits for the next request's first byte (GATEWAY_IDLE_TIMEOUT_MS on a kept-alive
+  // connection, GATEWAY_REQUEST_TIMEOUT_MS on a new one), then reads the request, head and
+  // body, within GATEWAY_REQUEST_TIMEOUT_MS. Pipelined bytes already in the buffer start
+  // the request at once.
   void read() {
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(server_->config.max_header_bytes));
     parser_->body_limit(server_->config.max_body_bytes);
-    stream_.expires_after(first_ ? server_->config.request_timeout : server_->config.idle_timeout);
+    stream_.expires_never();  // reads are bounded by timer_, which lets a 408 be written
+    if (buffer_.size() > 0) return read_request();
+    arm(first_ ? server_->config.request_timeout : server_->config.idle_timeout);
+    stream_.socket().async_wait(tcp::socket::wait_read,
+                                [self = shared_from_this()](beast::error_code ec) {
+                                  self->timer_.cancel();
+                                  // Idle, or gone: closed without a word.
+                                  if (ec || self->timed_out_) return self->close();
+                                  self->read_request();
+                                });
+  }
+
+  void read_request() {
+    arm(server_->config.request_timeout);
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
+  // Cancels what the socket is waiting for once `d` has passed (timed_out_ says so).
+  void arm(std::chrono::milliseconds d) {
+    timed_out_ = false;
+    timer_.expires_after(d);
+    timer_.async_wait([self = shared_from_this()](beast::error_code ec) {
+      if (ec) return;  // cancelled: the wait ended in time
+      self->timed_out_ = true;
+      beast::error_code ignored;
+      self->stream_.socket().cancel(ignored);
+    });
+  }
+
   void on_read(beast::error_code ec) {
+    timer_.cancel();
     first_ = false;
-    if (ec == http::error::end_of_stream || ec == net::error::eof ||
-        ec == net::error::connection_reset)
-      return close();
-    if (ec == beast::error::timeout) {
-      // Idle keep-alive: just close. Half a request: 408.
-      if (parser_->got_some())
-        return fail(http::status::request_timeout, "request too slow", false);
-      return close();
+    if (ec && timed_out_) {
+      // The request began but did not arrive in time: 408 (the client may read it).
+      return fail(http::status::request_timeout,
+                  "request not received within GATEWAY_REQUEST_TIMEOUT_MS (" +
+                      std::to_string(server_->config.request_timeout.count()) + " ms)",
+                  false);
     }
+    if (ec == http::error::end_of_stream || ec == net::error::eof ||
+        ec == net::error::connection_reset || ec == net::error::operation_aborted)
+      return close();
     if (ec == http::error::header_limit)
       return fail(http::status::request_header_fields_too_large, "headers over the limit", false);
     if (ec == http::error::body_limit)
@@ -231,6 +274,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       }
     }
     e.include_headers = true;
+    e.raw = true;  // the body comes back byte for byte, never re-serialised as JSON
     const std::string& body = request_.body();
     if (!body.empty()) {
       e.body_kind =
@@ -255,7 +299,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
         break;
     }
     const ReplyEnvelope& reply = result.reply;
-    if (reply.status < 100 || reply.status > 999)
+    // A reply is untrusted: an interim (1xx) status is no final response.
+    if (reply.status < 200 || reply.status > 999)
       return fail(http::status::bad_gateway, "the device's reply has no valid status", true);
     if (!reply.error.empty()) {
       // A status homd produced itself: its reason goes in Hom-Error.
@@ -263,6 +308,11 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     }
     Response res{static_cast<http::status>(reply.status), request_.version()};
     for (const auto& [name, value] : reply.headers) {
+      // Nothing that could split the response or smuggle a header in.
+      if (!is_token(name) || value.find_first_of(std::string_view("\r\n\0", 3)) != value.npos)
+        continue;
+      if (request_.method() == http::verb::head && beast::iequals(name, "content-length"))
+        head_length_ = value;  // what a GET would have sent
       if (!is_hop_by_hop_response_header(name)) res.insert(name, value);
     }
     if (request_.method() != http::verb::head) res.body() = reply.content;
@@ -295,7 +345,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     res.set(http::field::server, kServerName);
     keep_alive = keep_alive && request_.keep_alive() && !server_->draining;
     res.keep_alive(keep_alive);
-    res.prepare_payload();
+    frame(res);
     const int status = res.result_int();
     const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
     server_->metrics.record(status, seconds);
@@ -306,18 +356,64 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     stream_.expires_after(server_->config.request_timeout);
     http::async_write(stream_, *response_,
                       [self = shared_from_this(), keep_alive](beast::error_code ec, std::size_t) {
-                        if (ec || !keep_alive) return self->close();
+                        if (ec) return self->close();
+                        if (!keep_alive) return self->linger();
                         self->response_.reset();
                         self->device_.clear();
                         self->token_name_.clear();
+                        self->head_length_.reset();
                         self->read();
                       });
+  }
+
+  // Content-Length (or none) for the response: 1xx, 204 and 304 carry no body and no
+  // length; a HEAD carries the length the device gave for its GET.
+  void frame(Response& res) const {
+    const unsigned status = res.result_int();
+    res.erase(http::field::transfer_encoding);
+    if (status < 200 || status == 204 || status == 304) {
+      res.body().clear();
+      res.erase(http::field::content_length);
+      return;
+    }
+    if (request_.method() == http::verb::head) {
+      res.body().clear();
+      if (head_length_) res.set(http::field::content_length, *head_length_);
+      return;
+    }
+    res.prepare_payload();
   }
 
   void close() {
     beast::error_code ignored;
     stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
   }
+
+  // After a response that closes the connection: stop sending, then read and discard what
+  // the client still sends (a body we refused, a pipelined request) for a bounded time and
+  // amount, so that closing does not reset the connection before the client has read the
+  // response.
+  void linger() {
+    close();
+    linger_buffer_.resize(4096);  // only now: an open connection costs no buffer for this
+    arm(kLinger);
+    discard(0);
+  }
+
+  void discard(std::size_t so_far) {
+    stream_.socket().async_read_some(
+        net::buffer(linger_buffer_.data(), linger_buffer_.size()),
+        [self = shared_from_this(), so_far](beast::error_code ec, std::size_t n) {
+          if (ec || self->timed_out_ || so_far + n > kLingerBytes) {
+            self->timer_.cancel();
+            return;
+          }
+          self->discard(so_far + n);
+        });
+  }
+
+  static constexpr std::chrono::milliseconds kLinger{2000};
+  static constexpr std::size_t kLingerBytes = 4 * 1024 * 1024;
 
   std::shared_ptr<Impl> server_;
   beast::tcp_stream stream_;
@@ -327,6 +423,10 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   std::shared_ptr<Response> response_;
   Clock::time_point started_ = Clock::now();
   std::string device_, path_, token_name_;
+  std::optional<std::string> head_length_;  // HEAD: the device's Content-Length
+  net::steady_timer timer_{stream_.get_executor()};
+  bool timed_out_ = false;           // timer_ expired and cancelled the socket's wait
+  std::vector<char> linger_buffer_;  // while lingering only
   bool first_ = true;
 };
 

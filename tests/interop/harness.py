@@ -367,7 +367,7 @@ class Api:
     Routes:
       GET  /gps/latitude   {"latitude": 48.8584}
       POST /food/dessert   {"name": N} -> 201 "dessert N created" (text/plain)
-      ANY  /echo/...       JSON {"method", "path", "query", "body"}
+      ANY  /echo/...       JSON {"method", "path", "query", "headers" (lower-case), "body"}
       ANY  /slow?ms=N      waits N ms (or until release()), then {"slept_ms": N}
     Thread-safe: `seen` lists (method, path) of every request, in arrival order.
     """
@@ -409,6 +409,8 @@ class Api:
                 if url.path.startswith("/echo"):
                     return self._reply(200, {"method": self.command, "path": url.path,
                                              "query": url.query,
+                                             "headers": {k.lower(): v
+                                                         for k, v in self.headers.items()},
                                              "body": body.decode("utf-8", "replace")})
                 if url.path == "/slow":
                     ms = int(query.get("ms", ["60000"])[0])

@@ -633,6 +633,16 @@ void ApiServer::routes() {
   });
   get("/not-json",
       [](const Request&, Response& res) { res.set_content("{not json", "application/json"); });
+  get("/odd-json",
+      [](const Request&, Response& res) { res.set_content(R"({ "a" :1 })", "application/json"); });
+  any("/no-content", [](const Request&, Response& res) {
+    res.status = 204;
+    res.set_header("X-Done", "yes");
+  });
+  get("/not-modified", [](const Request&, Response& res) {
+    res.status = 304;
+    res.set_header("ETag", "\"v1\"");
+  });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -207,6 +207,9 @@ struct SeenRequest {
 //   GET  /cookies             two Set-Cookie and two X-Multi header fields, "ok"
 //   GET  /big?bytes=N         N bytes of 'x', text/plain
 //   GET  /not-json            "{not json", application/json
+//   GET  /odd-json            { "a" :1 } (spacing kept), application/json
+//   ANY  /no-content          204, X-Done: yes
+//   GET  /not-modified        304, ETag: "v1"
 class ApiServer {
  public:
   // port 0: any free port.

@@ -149,7 +149,8 @@ TEST(RequestEnvelope, DecodeTypes) {
   for (const std::string bad :
        {"[1]", "\"x\"", "{", R"({"params":[1]})", R"({"headers":{"a":1}})",
         R"({"body_base64":"!"})", R"({"body":"a","body_base64":"YQ=="})", R"({"timeout_ms":1.0})",
-        R"({"timeout_ms":0})", R"({"include_headers":"yes"})"}) {
+        R"({"timeout_ms":0})", R"({"include_headers":"yes"})", R"({"raw":1})",
+        R"({"raw":"true"})"}) {
     EXPECT_NE(decode_request(bad).error, "") << bad;
   }
   EXPECT_EQ(decode_request("").error, "");
@@ -207,6 +208,77 @@ TEST(ReplyEnvelope, ContentAtTheDepthLimitDecodes) {
   ASSERT_TRUE(back);
   EXPECT_EQ(back->content_kind, ContentKind::kJson);
   EXPECT_EQ(back->content, *r.body);
+}
+
+// SPEC §6 "Mapping": `raw` is a bool, carried through encode and decode; null is absent.
+TEST(RequestEnvelope, RawKey) {
+  EXPECT_FALSE(decode_request("{}").envelope.raw);
+  EXPECT_FALSE(decode_request(R"({"raw":null})").envelope.raw);
+  EXPECT_FALSE(decode_request(R"({"raw":false})").envelope.raw);
+  const auto d = decode_request(R"({"raw":true})");
+  ASSERT_EQ(d.error, "");
+  EXPECT_TRUE(d.envelope.raw);
+  EXPECT_EQ(decode_request(R"({"raw":"yes"})").error, "'raw' must be true or false");
+  RequestEnvelope e;
+  e.raw = true;
+  EXPECT_EQ(encode_request(e), R"({"raw":true})");
+  EXPECT_TRUE(decode_request(encode_request(e)).envelope.raw);
+  EXPECT_EQ(encode_request(RequestEnvelope{}), "{}");
+}
+
+// With `raw`, content is never parsed: JSON keeps its bytes (spacing, key order, number
+// spellings), text stays text, bytes that are not UTF-8 go as base64.
+TEST(ReplyEnvelope, RawContentIsNeverParsed) {
+  struct Case {
+    std::string body;
+    ContentKind kind;
+  };
+  const std::vector<Case> cases = {
+      {R"({ "a" :1 })", ContentKind::kText},
+      {"{\n  \"b\": 1.50, \"a\": [ ]\n}\n", ContentKind::kText},
+      {"12345678901234567890123", ContentKind::kText},
+      {"\"quoted\"", ContentKind::kText},
+      {"plain text", ContentKind::kText},
+      {"", ContentKind::kText},
+      {std::string("{\"a\":\"\xFF\"}"), ContentKind::kBase64},
+      {std::string("\x00\x01\xFE", 3), ContentKind::kBase64},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(show(c.body));
+    Response r;
+    r.status = 200;
+    r.body = c.body;
+    r.raw = true;
+    const std::string text = encode_reply(r);
+    const auto back = decode_reply(text);
+    ASSERT_TRUE(back) << text;
+    EXPECT_EQ(back->content_kind, c.kind) << text;
+    EXPECT_EQ(back->content, c.body) << text;
+    EXPECT_EQ(text.find("content_encoding") != std::string::npos, c.kind == ContentKind::kBase64);
+  }
+  // Without raw the same JSON is parsed (and so re-serialised).
+  Response parsed;
+  parsed.status = 200;
+  parsed.body = R"({ "a" :1 })";
+  EXPECT_EQ(decode_reply(encode_reply(parsed))->content_kind, ContentKind::kJson);
+}
+
+// homd: a request's `raw` reaches its Request; a wrong type is a 400 with the reason.
+TEST(RequestEnvelope, RawReachesTheRequest) {
+  const auto policy =
+      RequestPolicy::from(load_config([](const std::string& name) -> std::optional<std::string> {
+        if (name == "HTTP_BASE_URL") return "http://127.0.0.1:9/";
+        if (name == "MQTT_TOPIC_ID") return "dev";
+        return std::nullopt;
+      }));
+  const auto ok = parse_request(policy, "v1/req/dev/get/x", R"({"raw":true})");
+  ASSERT_TRUE(ok);
+  EXPECT_FALSE(ok->rejection) << ok->rejection->error;
+  EXPECT_TRUE(ok->raw);
+  const auto bad = parse_request(policy, "v1/req/dev/get/x", R"({"raw":1,"req_id":4})");
+  ASSERT_TRUE(bad && bad->rejection);
+  EXPECT_EQ(bad->rejection->status, 400);
+  EXPECT_EQ(bad->rejection->error, "'raw' must be true or false");
 }
 
 TEST(ReplyEnvelope, DecodeIsForgiving) {
