@@ -3,6 +3,7 @@
 
 #include <fstream>
 #include <iostream>
+#include <memory>
 #include <sstream>
 
 #include <spdlog/spdlog.h>
@@ -72,8 +73,8 @@ int main(int argc, char** argv) {
     spdlog::warn("GATEWAY_AUTH=none: every client that reaches {} may call every device",
                  config.listen_host);
 
-  hom::Requester requester(config.mqtt, config.topics.start);
-  hom::gateway::Server server(config, std::move(tokens), requester);
+  auto requester = std::make_unique<hom::Requester>(config.mqtt, config.topics.start);
+  hom::gateway::Server server(config, std::move(tokens), *requester);
   try {
     server.start();
   } catch (const std::exception& e) {
@@ -85,12 +86,15 @@ int main(int argc, char** argv) {
 
   std::atomic<bool> stop{false};
   std::thread signal_thread =
-      hom::start_signal_thread(stop, [&requester] { requester.session().wake(); });
+      hom::start_signal_thread(stop, [&requester] { requester->session().wake(); });
   sd_notify(0, "READY=1");
-  requester.session().run(stop);
+  requester->session().run(stop);
 
   sd_notify(0, "STOPPING=1");
   server.drain(config.shutdown_grace);
+  // Calls still waiting complete now (504), before the server is gone: its destructor then
+  // runs their completions, so nothing is left holding a connection.
+  requester.reset();
   spdlog::info("stopped");
   hom::join_signal_thread(signal_thread);
   return 0;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -61,6 +62,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   class Connection;
 
   void accept();
+  // After the I/O thread has stopped: closes every connection and the acceptor, then runs
+  // what is left in the io_context (aborted operations, posted completions) so that no
+  // handler keeps a connection, or this object, alive.
+  void finish();
 
   std::string metrics_text() const {
     std::string out;
@@ -117,6 +122,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Metrics metrics;  // I/O thread only
   std::mutex idle_mu;
   std::condition_variable idle_cv;  // signalled when in_flight drops to 0
+  std::mutex live_mu;
+  std::vector<std::weak_ptr<Connection>> live;  // guarded by live_mu: for finish()
 };
 
 // One HTTP connection: reads one request at a time (pipelined requests wait in the buffer),
@@ -130,7 +137,23 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   ~Connection() { --server_->connections; }
 
   void start() {
+    {
+      std::lock_guard<std::mutex> lock(server_->live_mu);
+      auto& live = server_->live;
+      if (live.size() > 2 * server_->connections + 64)
+        live.erase(
+            std::remove_if(live.begin(), live.end(), [](const auto& w) { return w.expired(); }),
+            live.end());
+      live.push_back(weak_from_this());
+    }
     net::dispatch(stream_.get_executor(), [self = shared_from_this()] { self->read(); });
+  }
+
+  // Only once the I/O thread has stopped (Impl::finish()).
+  void abort_now() {
+    beast::error_code ignored;
+    timer_.cancel();
+    stream_.socket().close(ignored);
   }
 
  private:
@@ -477,9 +500,28 @@ int Server::port() const {
 
 std::size_t Server::in_flight() const { return impl_->in_flight; }
 
+void Server::Impl::finish() {
+  std::vector<std::shared_ptr<Connection>> open;
+  {
+    std::lock_guard<std::mutex> lock(live_mu);
+    for (const auto& w : live)
+      if (auto c = w.lock()) open.push_back(std::move(c));
+    live.clear();
+  }
+  for (const auto& c : open) c->abort_now();
+  open.clear();
+  beast::error_code ignored;
+  acceptor.close(ignored);
+  ioc.restart();
+  ioc.run();
+}
+
 void Server::drain(std::chrono::milliseconds grace) {
   Impl& s = *impl_;
-  if (s.draining.exchange(true) && !s.thread.joinable()) return;
+  if (s.draining.exchange(true) && !s.thread.joinable()) {
+    s.finish();  // completions posted since the last time
+    return;
+  }
   net::post(s.ioc, [impl = impl_] {
     beast::error_code ignored;
     impl->acceptor.close(ignored);
@@ -490,6 +532,7 @@ void Server::drain(std::chrono::milliseconds grace) {
   }
   s.ioc.stop();
   if (s.thread.joinable()) s.thread.join();
+  s.finish();
 }
 
 }  // namespace hom::gateway
