@@ -183,6 +183,16 @@ struct MqttSession::Impl : public virtual mqtt::callback {
     }
   }
 
+  // Records a standing subscription (made again on every connect), replacing one with the
+  // same filter.
+  void keep(const Subscription& subscription) {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto same = [&](const Subscription& x) { return x.filter == subscription.filter; };
+    subscriptions.erase(std::remove_if(subscriptions.begin(), subscriptions.end(), same),
+                        subscriptions.end());
+    subscriptions.push_back(subscription);
+  }
+
   std::shared_ptr<mqtt::async_client> current() const {
     std::lock_guard<std::mutex> lock(client_mu);
     return client;
@@ -470,13 +480,7 @@ void MqttSession::wake() {
 std::optional<int> MqttSession::subscribe(const Subscription& subscription,
                                           std::chrono::milliseconds timeout) {
   Impl& s = *impl_;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    const auto same = [&](const Subscription& x) { return x.filter == subscription.filter; };
-    s.subscriptions.erase(std::remove_if(s.subscriptions.begin(), s.subscriptions.end(), same),
-                          s.subscriptions.end());
-    s.subscriptions.push_back(subscription);
-  }
+  s.keep(subscription);
   const auto c = s.current();
   if (!c || !c->is_connected()) return std::nullopt;
   const std::atomic<bool> never{false};
@@ -531,13 +535,7 @@ class SubscribeListener : public mqtt::iaction_listener {
 void MqttSession::subscribe_async(const Subscription& subscription,
                                   std::function<void(std::optional<int>)> done) {
   Impl& s = *impl_;
-  {
-    std::lock_guard<std::mutex> lock(s.mu);
-    const auto same = [&](const Subscription& x) { return x.filter == subscription.filter; };
-    s.subscriptions.erase(std::remove_if(s.subscriptions.begin(), s.subscriptions.end(), same),
-                          s.subscriptions.end());
-    s.subscriptions.push_back(subscription);
-  }
+  s.keep(subscription);
   const auto c = s.current();
   if (!c || !c->is_connected()) return done(std::nullopt);
   auto* listener = new SubscribeListener(
