@@ -87,10 +87,6 @@ void listen_address(const std::string& raw, GatewayConfig& c) {
   c.listen_port = p;
 }
 
-bool is_loopback(const std::string& host) {
-  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0;
-}
-
 }  // namespace
 
 GatewayConfig load_gateway_config(const Env& env) {
@@ -140,7 +136,6 @@ GatewayConfig load_gateway_config(const Env& env) {
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
   if (std::find(std::begin(kLevels), std::end(kLevels), c.log_level) == std::end(kLevels))
     fail("LOG_LEVEL", c.log_level, "expected trace, debug, info, warn, error, critical or off");
-  (void)is_loopback;
   return c;
 }
 
