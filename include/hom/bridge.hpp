@@ -6,8 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -18,6 +20,7 @@
 #include "hom/reply_cache.hpp"
 #include "hom/request.hpp"
 #include "hom/response.hpp"
+#include "hom/stream_transfer.hpp"
 #include "hom/time_source.hpp"
 #include "hom/work_queue.hpp"
 
@@ -69,9 +72,19 @@ class Bridge {
   void admit(Job&& job);
   void worker_main(HttpExecutor& executor);
   Response execute(HttpExecutor& executor, Request& request);
+  // A call whose requester asked for a stream (SPEC §7): nullopt when the reply went out in
+  // chunks, else the ordinary reply to send.
+  std::optional<Response> execute_stream(HttpExecutor& executor, Request& request);
+  // Acknowledgements and upload chunks, to the stream they belong to.
+  void on_stream_message(const std::string& topic, StreamMessage&& message);
+  // A time check shared by execute() and execute_stream(): 504 when expired, else the
+  // timeout cut to what the MQTT 5 expiry leaves.
+  std::optional<Response> apply_deadline(Request& request);
   Response to_response(const Request& request, HttpResult result) const;
   // Logs the outcome, publishes the reply and answers the duplicates parked behind it.
   void finish(Job& job, Response response);
+  // The same for a request answered in chunks.
+  void finish_streamed(Job& job);
   // Answers a request that was never queued (a rejection, or 503).
   void answer(const Request& request, Response response);
   void log_reply(const Request& request, const Response& response);
@@ -94,6 +107,9 @@ class Bridge {
   std::atomic<bool> aborting_{false};  // the grace is over: queued requests get 503
   // When a worker last took or finished a request (steady_clock ticks since its epoch).
   std::atomic<std::chrono::steady_clock::rep> progress_;
+
+  std::mutex streams_mu_;
+  std::map<std::string, std::shared_ptr<StreamTransfer>> streams_;  // guarded by streams_mu_
 
   std::atomic<std::uint64_t> received_{0};
   std::atomic<std::uint64_t> answered_{0};

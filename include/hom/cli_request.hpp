@@ -19,6 +19,7 @@ namespace exit_code {
 constexpr int kOk = 0;
 constexpr int kUsage = 2;
 constexpr int kBrokerUnreachable = 7;  // as curl's "could not connect"
+constexpr int kPartial = 18;           // a streamed body failed its checks (curl: partial file)
 constexpr int kHttpError = 22;         // status >= 400, as curl -f
 constexpr int kTimeout = 28;
 constexpr int kOffline = 69;

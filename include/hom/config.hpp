@@ -69,9 +69,10 @@ struct HttpConfig {
   std::chrono::milliseconds connect_timeout{5000};
   std::size_t max_body_bytes = 1024 * 1024;
   std::size_t max_response_bytes = 1024 * 1024;
-  std::size_t max_header_bytes = 64 * 1024;  // names + values of all request headers
-  std::vector<std::string> allowed_methods;  // upper-case
-  std::vector<std::string> allowed_paths;    // globs, each with a leading '/'; empty: all
+  std::uint64_t max_upload_bytes = 1ULL << 30;  // a streamed request body (SPEC §7)
+  std::size_t max_header_bytes = 64 * 1024;     // names + values of all request headers
+  std::vector<std::string> allowed_methods;     // upper-case
+  std::vector<std::string> allowed_paths;       // globs, each with a leading '/'; empty: all
   std::string unix_socket;
   std::string ca_file;
   bool tls_insecure = false;

@@ -36,6 +36,7 @@ class Device : public Publisher {
   // session lowers that further to the broker's Maximum QoS.
   void publish(OutboundMessage message) override;
   bool fits(const OutboundMessage& message) const override;
+  std::size_t payload_room(const OutboundMessage& message) const override;
 
   bool connected() const { return session_.connected(); }
   const Bridge& bridge() const { return *bridge_; }

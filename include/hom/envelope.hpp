@@ -3,8 +3,8 @@
 // homd decodes requests and encodes replies, requesters (hom) do the reverse. Pure: no I/O.
 //
 // `raw` (SPEC §6): the reply's `content` is never parsed as JSON, so the requester gets the
-// body byte for byte. Reserved for later versions (not read, not written yet): `stream`
-// (replies in chunks, SPEC §7).
+// body byte for byte. `stream` (protocol v1.1, SPEC §7): the reply, and with `upload` the
+// request body, in chunks (stream.hpp).
 #pragma once
 
 #include <cstdint>
@@ -18,6 +18,7 @@
 
 #include "hom/raw_json.hpp"
 #include "hom/response.hpp"
+#include "hom/stream.hpp"
 
 namespace hom {
 
@@ -41,6 +42,7 @@ struct RequestEnvelope {
   std::optional<std::uint64_t> timeout_ms;  // positive
   bool include_headers = false;
   bool raw = false;  // the reply's content as a string or base64, never parsed as JSON
+  std::optional<StreamRequest> stream;  // v1.1: the requester takes (and sends) chunks
 };
 
 struct DecodedRequest {
@@ -71,6 +73,7 @@ struct ReplyEnvelope {
   HeaderList headers;        // in the reply's order; an array value gives one field per item
   RawJson req_id;            // verbatim; null when absent
   std::string error;         // the bridge's reason; empty when absent
+  std::optional<StreamHead> stream;  // a streamed reply's head: chunks follow
 };
 
 // The reply document: content as JSON (unless `response.raw`) / UTF-8 text / base64, `status`,

@@ -22,6 +22,9 @@ class HttpClient : public HttpExecutor {
 
   // Never throws. The API's response (status, body, headers), or why there is none.
   HttpResult perform(const Request& request) override;
+  // With curl's multi interface on this thread: paused while the channel's window is full
+  // (nothing is buffered beyond it), woken by the channel.
+  HttpResult perform_stream(const Request& request, StreamChannel& channel) override;
   void abort() override;
 
  private:

@@ -7,14 +7,20 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace hom {
+
+// MQTT 5 User Properties, in order (a name may repeat).
+using UserProperties = std::vector<std::pair<std::string, std::string>>;
 
 // MQTT 5 properties of a received message (all absent over 3.1.1).
 struct MessageProperties {
   std::optional<std::string> response_topic;
   std::optional<std::string> correlation_data;
   std::optional<std::uint32_t> expiry_s;  // Message Expiry Interval as received (time left)
+  UserProperties user;                    // the stream chunks' metadata (SPEC §7)
 };
 
 struct InboundMessage {
@@ -33,6 +39,8 @@ struct OutboundMessage {
   std::optional<std::string> correlation_data;  // MQTT 5 only
   std::optional<std::uint32_t> expiry_s;        // MQTT 5 only
   std::optional<std::string> response_topic;    // MQTT 5 only (requests)
+  UserProperties user;                          // MQTT 5 only
+  bool binary = false;  // MQTT 5: no Content Type "application/json" (raw stream chunks)
   bool retained = false;
 };
 
@@ -44,6 +52,9 @@ class Publisher {
   // fits the broker's packet limit as known now. A message that does not fit must not be
   // published: the broker would drop the connection.
   virtual bool fits(const OutboundMessage& message) const = 0;
+  // How many payload bytes `message` (its topic and properties; its payload is ignored) can
+  // carry within the broker's packet limit as known now.
+  virtual std::size_t payload_room(const OutboundMessage& message) const = 0;
   virtual void publish(OutboundMessage message) = 0;
 };
 

@@ -26,8 +26,9 @@ struct RequestPolicy {
   std::size_t max_payload_bytes;
   std::size_t max_body_bytes;
   std::chrono::milliseconds max_timeout;
-  bool drop_authorization;                   // the bridge sends its own credentials (HTTP_USER)
-  std::size_t max_header_bytes = 64 * 1024;  // names + values of the payload's headers
+  bool drop_authorization;                      // the bridge sends its own credentials (HTTP_USER)
+  std::size_t max_header_bytes = 64 * 1024;     // names + values of the payload's headers
+  std::uint64_t max_upload_bytes = 1ULL << 30;  // a streamed body (HTTP_MAX_UPLOAD_BYTES)
 
   static RequestPolicy from(const Config& config);
 };
@@ -44,7 +45,9 @@ struct Request {
   RawJson req_id;  // the payload's text, echoed verbatim; null when absent
   std::chrono::milliseconds timeout{0};
   bool include_headers = false;
-  bool raw = false;  // the reply's content never parsed as JSON
+  bool raw = false;    // the reply's content never parsed as JSON
+  bool mqtt5 = false;  // arrived with an MQTT 5 Response Topic: the requester reads properties
+  std::optional<StreamRequest> stream;  // v1.1: a streamed reply (and upload) was asked for
   // Set when the bridge answers by itself without calling the API (a 4xx from the checks).
   std::optional<Response> rejection;
   std::chrono::steady_clock::time_point received{};  // set by the bridge, for the log line

@@ -16,6 +16,7 @@
 #include "hom/envelope.hpp"
 #include "hom/presence.hpp"
 #include "hom/session.hpp"
+#include "hom/stream.hpp"
 
 namespace hom {
 
@@ -51,14 +52,41 @@ class Requester {
     // Also listen on the mirrored reply topic (a homd that answers only there, over 3.1.1).
     // Over MQTT 5 a long-lived requester sets this false: one subscription per device.
     bool listen_mirrored = true;
+    // A streamed call (protocol v1.1, SPEC §7). The device may still answer with one
+    // ordinary reply (a small body, an error): then `done` gets it with the body in
+    // reply.content, and neither on_head nor on_data runs. After a streamed head, `timeout`
+    // bounds each wait for progress rather than the whole transfer.
+    struct Stream {
+      std::size_t window = kDefaultStreamWindow;
+      // The head of a streamed reply (status, headers), before its body.
+      std::function<void(const ReplyEnvelope& head)> on_head;
+      // The body in order. `consumed` acknowledges the bytes once they are taken (written
+      // to a file or a socket): until then the device sends at most a window more.
+      std::function<void(std::string data, std::function<void()> consumed)> on_data;
+      // An upload: asked for the next piece of the request body (at most `max` bytes) when the
+      // window has room; answers through `give` (once per ask, from any thread; `last` with
+      // the final piece, which may be empty).
+      using Give = std::function<void(std::string data, bool last)>;
+      std::function<void(std::size_t max, Give give)> next_upload;
+      std::optional<std::uint64_t> upload_length;  // declared when known
+    };
+    std::optional<Stream> stream;
   };
-  enum class Outcome { kReply, kTimeout, kOffline };
+  enum class Outcome {
+    kReply,        // an ordinary reply, or a streamed one complete and checked
+    kTimeout,      // no reply in time (or a stream stalled: `error` says so)
+    kOffline,      // the device's presence says offline
+    kStreamError,  // a streamed reply or upload failed (`error`): the body is incomplete
+  };
   struct Result {
     Outcome outcome = Outcome::kTimeout;
-    std::string payload;  // the reply as it arrived (kReply)
-    ReplyEnvelope reply;  // the reply decoded (kReply)
+    std::string payload;  // the reply as it arrived (kReply; a streamed reply's head)
+    ReplyEnvelope reply;  // the reply decoded (kReply); reply.stream set when it streamed
     std::string request_topic;
     std::string response_topic;
+    std::string error;               // kStreamError, or a stalled stream's kTimeout
+    std::uint64_t stream_bytes = 0;  // body bytes received in chunks
+    std::uint64_t upload_bytes = 0;  // body bytes sent in chunks
   };
   using Done = std::function<void(Result)>;
 
@@ -79,8 +107,9 @@ class Requester {
                                     std::chrono::milliseconds wait);
 
   struct Stats {
-    std::uint64_t replies = 0;    // replies matched to one of our calls
-    std::uint64_t unmatched = 0;  // other messages on our reply topics (late or not ours)
+    std::uint64_t replies = 0;           // replies matched to one of our calls
+    std::uint64_t unmatched = 0;         // other messages on our reply topics (late or not ours)
+    std::uint64_t duplicate_chunks = 0;  // chunks received twice (dropped)
   };
   Stats stats() const;
 
@@ -91,8 +120,5 @@ class Requester {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// 16 random hex digits.
-std::string random_id();
 
 }  // namespace hom

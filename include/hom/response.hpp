@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hom/raw_json.hpp"
+#include "hom/stream.hpp"
 
 namespace hom {
 
@@ -25,6 +26,8 @@ struct Response {
   bool include_headers = false;
   bool raw = false;  // `content` never parsed as JSON (the request's `raw`)
   HeaderList headers;
+  // A streamed reply's head (SPEC §7): status and headers now, the body in chunks after it.
+  std::optional<StreamHead> stream;
 };
 
 // A response the bridge produced itself (content null, `error` set).

@@ -87,6 +87,7 @@ class MqttSession : public Publisher {
   // properties of the message. Buffered while disconnected and sent after the reconnect.
   void publish(OutboundMessage message) override;
   bool fits(const OutboundMessage& message) const override;
+  std::size_t payload_room(const OutboundMessage& message) const override;
   // Largest PUBLISH packet the broker accepts (CONNACK Maximum Packet Size, else
   // MQTT_MAX_MESSAGE_BYTES).
   std::size_t max_packet_bytes() const;

@@ -83,6 +83,14 @@ void Bridge::on_message(InboundMessage&& message) {
                  printable(message.topic));
     return;
   }
+  // Acknowledgements and upload chunks of a running stream travel on the request topic too.
+  if (message.payload_bytes <= config_.mqtt.max_payload_bytes || !message.payload.empty()) {
+    auto stream = decode_stream_message(message.payload, message.properties.user);
+    if (stream.kind != StreamMessage::Kind::kNone) {
+      on_stream_message(message.topic, std::move(stream));
+      return;
+    }
+  }
   // The session may deliver an oversize message without its payload: not read at all.
   const std::size_t size = std::max(message.payload.size(), message.payload_bytes);
   const bool oversize = size > config_.mqtt.max_payload_bytes;
@@ -154,18 +162,55 @@ void Bridge::admit(Job&& job) {
   finish(job, bridge_error(503, refusal_reason(admission), job.request.req_id));
 }
 
+void Bridge::on_stream_message(const std::string& topic, StreamMessage&& message) {
+  if (message.kind == StreamMessage::Kind::kInvalid) {
+    spdlog::warn("ignoring a malformed stream message on {}: {}", printable(topic),
+                 printable(message.error));
+    return;
+  }
+  const std::string& id =
+      message.kind == StreamMessage::Kind::kAck ? message.ack.id : message.chunk.id;
+  std::shared_ptr<StreamTransfer> transfer;
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    const auto it = streams_.find(id);
+    if (it != streams_.end()) transfer = it->second;
+  }
+  if (!transfer) {
+    // Late (the stream ended) or a duplicate after the end: nothing to do.
+    spdlog::debug("a stream message for {}, which is not running", printable(id));
+    return;
+  }
+  if (message.kind == StreamMessage::Kind::kAck) {
+    transfer->on_ack(message.ack);
+  } else {
+    transfer->on_chunk(std::move(message.chunk));
+  }
+}
+
 void Bridge::worker_main(HttpExecutor& executor) {
   while (auto job = queue_.pop()) {
     mark_progress();
-    Response response = aborting_ ? bridge_error(503, "shutting down", job->request.req_id)
-                                  : execute(executor, job->request);
-    finish(*job, std::move(response));
+    std::optional<Response> response;
+    if (aborting_) {
+      response = bridge_error(503, "shutting down", job->request.req_id);
+    } else if (job->request.stream) {
+      response = execute_stream(executor, job->request);
+    } else {
+      response = execute(executor, job->request);
+    }
+    if (response) {
+      finish(*job, std::move(*response));
+    } else {
+      // Answered in chunks: a duplicate gets a reply that says so, and is not executed.
+      finish_streamed(*job);
+    }
     queue_.done();
     mark_progress();
   }
 }
 
-Response Bridge::execute(HttpExecutor& executor, Request& request) {
+std::optional<Response> Bridge::apply_deadline(Request& request) {
   const auto deadline = deadline_of(request);
   const auto now = now_();
   if (deadline && now >= *deadline)
@@ -174,7 +219,66 @@ Response Bridge::execute(HttpExecutor& executor, Request& request) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(*deadline - now);
     request.timeout = std::max(std::chrono::milliseconds(1), std::min(request.timeout, left));
   }
+  return std::nullopt;
+}
+
+Response Bridge::execute(HttpExecutor& executor, Request& request) {
+  if (auto expired = apply_deadline(request)) return std::move(*expired);
   return to_response(request, executor.perform(request));
+}
+
+std::optional<Response> Bridge::execute_stream(HttpExecutor& executor, Request& request) {
+  if (auto expired = apply_deadline(request)) return std::move(*expired);
+  const StreamRequest& asked = *request.stream;
+  StreamTransfer::Options o;
+  o.id = asked.id.empty() ? random_id() + random_id() : asked.id;
+  o.window = asked.window;
+  o.chunk_bytes = asked.max_chunk_bytes;
+  o.binary = request.mqtt5;
+  o.stall = request.timeout;
+  o.max_upload_bytes = config_.http.max_upload_bytes;
+  // What homd takes in one message: its payload limit, less the JSON form's overhead.
+  o.upload_chunk_bytes = chunk_capacity(config_.mqtt.max_payload_bytes, 0, o.binary);
+  auto transfer =
+      std::make_shared<StreamTransfer>(o, request, outbound(request, {}), publisher_, now_);
+  if (!transfer->usable())
+    return bridge_error(502, "not even a small chunk fits the broker's packet limit",
+                        request.req_id);
+  if (asked.upload && o.upload_chunk_bytes == 0)
+    return bridge_error(413, "MQTT_MAX_PAYLOAD_BYTES is too small for upload chunks",
+                        request.req_id);
+  {
+    std::lock_guard<std::mutex> lock(streams_mu_);
+    if (!streams_.emplace(o.id, transfer).second)
+      return bridge_error(409, "stream id " + o.id + " is already in use", request.req_id);
+  }
+  if (asked.upload) transfer->begin_upload();
+  const HttpResult result = executor.perform_stream(request, *transfer);
+  std::optional<Response> reply;
+  if (!transfer->streamed()) {
+    reply = to_response(request, result);
+    if (result.outcome == HttpResult::Outcome::kResponse) {
+      reply->body = transfer->buffered();
+      // A body too large for one message (its JSON form is larger than a chunk) streams.
+      if (!publisher_.fits(outbound(request, to_json(*reply)))) reply.reset();
+    }
+  }
+  if (!reply) {
+    transfer->finish(result, true);
+    const auto stats = transfer->stats();
+    const double ms = std::chrono::duration<double, std::milli>(now_() - request.received).count();
+    if (result.outcome == HttpResult::Outcome::kResponse) {
+      spdlog::info("{} {} -> streamed {} bytes in {} chunks ({:.1f} ms)", printable(request.verb),
+                   printable(request.path), stats.bytes, stats.chunks, ms);
+    } else {
+      ++bridge_errors_;
+      spdlog::warn("{} {} -> stream ended after {} bytes ({:.1f} ms): {}", printable(request.verb),
+                   printable(request.path), stats.bytes, ms, printable(result.reason));
+    }
+  }
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  streams_.erase(o.id);
+  return reply;
 }
 
 Response Bridge::to_response(const Request& request, HttpResult result) const {
@@ -202,6 +306,8 @@ Response Bridge::to_response(const Request& request, HttpResult result) const {
                           request.req_id);
     case Outcome::kAborted:
       return bridge_error(503, "shutting down: the call was aborted", request.req_id);
+    case Outcome::kStopped:
+      return bridge_error(400, "the stream stopped: " + result.reason, request.req_id);
     case Outcome::kUnreachable:
       break;
   }
@@ -225,6 +331,20 @@ void Bridge::finish(Job& job, Response response) {
     queue_.release(parked.size());
   }
   publish(std::move(out));
+}
+
+void Bridge::finish_streamed(Job& job) {
+  ++answered_;
+  if (job.cache_key.empty()) return;
+  const auto duplicate = to_json(bridge_error(
+      409, "duplicate of a streamed request: its reply went out in chunks", job.request.req_id));
+  const auto parked = cache_.complete(job.cache_key, job.ticket, duplicate);
+  for (const auto& d : parked) {
+    auto copy = outbound(d, duplicate);
+    fit(copy, d);
+    publish(std::move(copy));
+  }
+  queue_.release(parked.size());
 }
 
 void Bridge::answer(const Request& request, Response response) {

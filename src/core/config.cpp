@@ -375,6 +375,8 @@ Config load_config(const Env& env) {
       static_cast<std::size_t>(r.integer("HTTP_MAX_RESPONSE_BYTES", 1048576, 0, 1LL << 32));
   h.max_header_bytes =
       static_cast<std::size_t>(r.integer("HTTP_MAX_HEADER_BYTES", 65536, 0, 1LL << 32));
+  h.max_upload_bytes =
+      static_cast<std::uint64_t>(r.integer("HTTP_MAX_UPLOAD_BYTES", 1LL << 30, 0, 1LL << 50));
   const std::string methods = r.str("HTTP_ALLOWED_METHODS", kDefaultMethods);
   for (const auto& method : split_list(methods)) {
     if (!is_token(method))
@@ -501,6 +503,7 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"HTTP_MAX_BODY_BYTES", std::to_string(c.http.max_body_bytes)},
       {"HTTP_MAX_RESPONSE_BYTES", std::to_string(c.http.max_response_bytes)},
       {"HTTP_MAX_HEADER_BYTES", std::to_string(c.http.max_header_bytes)},
+      {"HTTP_MAX_UPLOAD_BYTES", std::to_string(c.http.max_upload_bytes)},
       {"HTTP_ALLOWED_METHODS", join(c.http.allowed_methods)},
       {"HTTP_ALLOWED_PATHS", c.http.allowed_paths.empty() ? "(all)" : join(c.http.allowed_paths)},
       {"HTTP_UNIX_SOCKET", c.http.unix_socket},

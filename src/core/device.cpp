@@ -86,4 +86,8 @@ bool Device::fits(const OutboundMessage& message) const {
   return session_.fits(message);
 }
 
+std::size_t Device::payload_room(const OutboundMessage& message) const {
+  return session_.payload_room(message);
+}
+
 }  // namespace hom

@@ -19,6 +19,7 @@ constexpr const char* kReqId = "req_id";
 constexpr const char* kTimeoutMs = "timeout_ms";
 constexpr const char* kIncludeHeaders = "include_headers";
 constexpr const char* kRaw = "raw";
+constexpr const char* kStream = "stream";
 constexpr const char* kContent = "content";
 constexpr const char* kStatus = "status";
 constexpr const char* kContentEncoding = "content_encoding";
@@ -107,6 +108,54 @@ const json* member(const json& doc, const char* key) {
   return it == doc.end() || it->is_null() ? nullptr : &*it;
 }
 
+std::optional<std::uint64_t> unsigned_of(const json& v) {
+  if (v.is_number_unsigned()) return v.get<std::uint64_t>();
+  if (v.is_number_integer() && v.get<std::int64_t>() >= 0)
+    return static_cast<std::uint64_t>(v.get<std::int64_t>());
+  return std::nullopt;
+}
+
+// `stream`: true, false, or {"id", "window", "chunk_bytes", "upload"}.
+std::string read_stream(const json& v, RequestEnvelope& e) {
+  if (v.is_boolean()) {
+    if (v.get<bool>()) e.stream = StreamRequest{};
+    return {};
+  }
+  if (!v.is_object()) return "'stream' must be true, false or an object";
+  StreamRequest s;
+  if (const json* id = member(v, "id")) {
+    if (!id->is_string() || !is_stream_id(id->get_ref<const std::string&>()))
+      return "'stream.id' must be 1 to 64 characters [A-Za-z0-9_-]";
+    s.id = id->get<std::string>();
+  }
+  if (const json* window = member(v, "window")) {
+    const auto n = unsigned_of(*window);
+    if (!n || *n < 1 || *n > kMaxStreamWindow) return "'stream.window' must be 1 to 64";
+    s.window = static_cast<std::size_t>(*n);
+  }
+  if (const json* chunk = member(v, "chunk_bytes")) {
+    const auto n = unsigned_of(*chunk);
+    if (!n || *n < kMinChunkBytes || *n > (1ULL << 28))
+      return "'stream.chunk_bytes' must be 256 to 268435456";
+    s.max_chunk_bytes = static_cast<std::size_t>(*n);
+  }
+  if (const json* upload = member(v, "upload")) {
+    if (upload->is_boolean()) {
+      s.upload = upload->get<bool>();
+    } else if (const auto n = unsigned_of(*upload)) {
+      s.upload = true;
+      s.upload_length = *n;
+    } else {
+      return "'stream.upload' must be true, false or the body's length";
+    }
+  }
+  if (s.upload && s.id.empty()) return "'stream.upload' needs 'stream.id'";
+  if (s.upload && e.body_kind != RequestEnvelope::Body::kNone)
+    return "'stream.upload' and 'body' are both set";
+  e.stream = std::move(s);
+  return {};
+}
+
 // Reads the typed members of a request object into `e`; returns an error text or "".
 std::string read_request(const json& doc, RequestEnvelope& e) {
   if (const json* params = member(doc, kParams)) {
@@ -170,6 +219,10 @@ std::string read_request(const json& doc, RequestEnvelope& e) {
   if (const json* raw = member(doc, kRaw)) {
     if (!raw->is_boolean()) return std::string("'") + kRaw + "' must be true or false";
     e.raw = raw->get<bool>();
+  }
+  if (const json* stream = member(doc, kStream)) {
+    auto error = read_stream(*stream, e);
+    if (!error.empty()) return error;
   }
   return {};
 }
@@ -302,6 +355,19 @@ json request_document(const RequestEnvelope& e) {
   if (e.timeout_ms) doc[kTimeoutMs] = *e.timeout_ms;
   if (e.include_headers) doc[kIncludeHeaders] = true;
   if (e.raw) doc[kRaw] = true;
+  if (e.stream) {
+    const StreamRequest& st = *e.stream;
+    json s = json::object();
+    if (!st.id.empty()) s["id"] = st.id;
+    if (st.window != kDefaultStreamWindow) s["window"] = st.window;
+    if (st.max_chunk_bytes) s["chunk_bytes"] = st.max_chunk_bytes;
+    if (st.upload_length) {
+      s["upload"] = *st.upload_length;
+    } else if (st.upload) {
+      s["upload"] = true;
+    }
+    doc[kStream] = s.empty() ? json(true) : s;
+  }
   if (!e.req_id.is_null()) doc[kReqId] = e.req_id.value();
   return doc;
 }
@@ -325,10 +391,15 @@ std::string encode_reply(const Response& response) {
   std::string out = "{" + key(kContent) + dump(content);
   if (is_base64) out += "," + key(kContentEncoding) + "\"" + kBase64 + "\"";
   if (!response.error.empty()) out += "," + key(kError) + dump(json(response.error));
-  if (response.include_headers && response.body)
+  if (response.include_headers && (response.body || response.stream))
     out += "," + key(kHeaders) + dump(encode_headers(response.headers));
   out += "," + key(kReqId) + response.req_id.text();
-  out += "," + key(kStatus) + std::to_string(response.status) + "}";
+  out += "," + key(kStatus) + std::to_string(response.status);
+  if (const auto& s = response.stream) {
+    out += "," + key(kStream) +
+           dump(json{{"id", s->id}, {"chunk_bytes", s->chunk_bytes}, {"window", s->window}});
+  }
+  out += "}";
   return out;
 }
 
@@ -370,6 +441,20 @@ std::optional<ReplyEnvelope> decode_reply(std::string_view text) {
   }
   if (const auto error = doc->find(kError); error != doc->end() && error->is_string())
     r.error = error->get<std::string>();
+  if (const auto s = doc->find(kStream); s != doc->end() && s->is_object()) {
+    const auto id = s->find("id");
+    const auto chunk = s->find("chunk_bytes");
+    const auto window = s->find("window");
+    if (id != s->end() && id->is_string() && is_stream_id(id->get_ref<const std::string&>())) {
+      StreamHead head;
+      head.id = id->get<std::string>();
+      if (chunk != s->end() && chunk->is_number_unsigned())
+        head.chunk_bytes = chunk->get<std::size_t>();
+      if (window != s->end() && window->is_number_unsigned())
+        head.window = std::min<std::size_t>(window->get<std::size_t>(), kMaxStreamWindow);
+      r.stream = std::move(head);
+    }
+  }
   return r;
 }
 

@@ -113,7 +113,8 @@ RequestPolicy RequestPolicy::from(const Config& config) {
                        config.http.max_body_bytes,
                        config.http.timeout,
                        config.http.user.has_value(),
-                       config.http.max_header_bytes};
+                       config.http.max_header_bytes,
+                       config.http.max_upload_bytes};
 }
 
 std::optional<Request> parse_request(const RequestPolicy& policy, std::string_view topic,
@@ -138,6 +139,7 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
     if (rt.size() > prefix.size() && rt.compare(0, prefix.size(), prefix) == 0 &&
         rt.find_first_of(std::string("+#\0", 3)) == std::string::npos) {
       r.response_topic = rt;
+      r.mqtt5 = true;
     } else {
       bad_response_topic = true;
     }
@@ -197,6 +199,7 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
     r.timeout = std::chrono::milliseconds(*envelope.timeout_ms);
   r.include_headers = envelope.include_headers;
   r.raw = envelope.raw;
+  r.stream = envelope.stream;
 
   // 5. HTTP_ALLOWED_PATHS, against the decoded path without its query.
   const std::string plain = "/" + percent_decode(path->substr(0, path->find('?')));
@@ -208,6 +211,11 @@ std::optional<Request> parse_request(const RequestPolicy& policy, std::string_vi
     return reject(413, "request body of " + std::to_string(r.body->size()) +
                            " bytes exceeds HTTP_MAX_BODY_BYTES (" +
                            std::to_string(policy.max_body_bytes) + ")");
+  }
+  if (r.stream && r.stream->upload_length && *r.stream->upload_length > policy.max_upload_bytes) {
+    return reject(413, "request body of " + std::to_string(*r.stream->upload_length) +
+                           " bytes exceeds HTTP_MAX_UPLOAD_BYTES (" +
+                           std::to_string(policy.max_upload_bytes) + ")");
   }
   if (header_bytes > policy.max_header_bytes) {
     return reject(413, "request headers of " + std::to_string(header_bytes) +

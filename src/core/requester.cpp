@@ -17,14 +17,6 @@ namespace hom {
 
 using Clock = std::chrono::steady_clock;
 
-std::string random_id() {
-  thread_local std::mt19937_64 rng(std::random_device{}());
-  std::uniform_int_distribution<unsigned> nibble(0, 15);
-  std::string out;
-  for (int i = 0; i < 16; ++i) out += "0123456789abcdef"[nibble(rng)];
-  return out;
-}
-
 namespace {
 
 SessionOptions requester_options(const MqttConfig& mqtt) {
@@ -40,6 +32,31 @@ constexpr auto kMaxSubscribeWait = std::chrono::seconds(10);
 }  // namespace
 
 struct Requester::Impl {
+  // A streamed call's state (SPEC §7).
+  struct StreamState {
+    Call::Stream options;
+    std::string id;
+    std::chrono::milliseconds stall{30000};
+    Reassembler rx;
+    bool head = false;
+    ReplyEnvelope head_reply;
+    std::string head_payload;
+    std::vector<std::string> early;  // body bytes that came before the head
+    std::uint64_t outstanding = 0;   // pieces handed to on_data and not consumed yet
+    std::uint64_t acked = 0;         // the last `next` we acknowledged
+    // Upload.
+    bool binary = false;  // chunks in the MQTT 5 form
+    std::optional<SendWindow> tx;
+    std::size_t chunk_bytes = 0;
+    bool asked = false;  // next_upload was called and has not given yet
+    bool sent_last = false;
+    Sha256 tx_sha;
+    std::uint64_t upload_bytes = 0;
+
+    StreamState(Call::Stream o, std::string i, std::chrono::milliseconds s)
+        : options(std::move(o)), id(i), stall(s), rx(std::move(i), options.window) {}
+  };
+
   struct Flight {
     std::string device;
     std::string request_topic;
@@ -52,7 +69,214 @@ struct Requester::Impl {
     std::size_t waiting = 0;  // reply and presence subscriptions not acknowledged yet
     Clock::time_point deadline;
     Done done;
+    std::unique_ptr<StreamState> stream;
   };
+
+  using Finished = std::vector<std::pair<Done, Result>>;
+  // on_data calls to make outside the lock, in order.
+  using Deliveries = std::vector<std::function<void()>>;
+
+  Result result_of(const Flight& f, Outcome outcome, std::string error = {}) {
+    Result r;
+    r.outcome = outcome;
+    r.request_topic = f.request_topic;
+    r.response_topic = f.response_topic;
+    r.error = std::move(error);
+    if (f.stream) {
+      r.stream_bytes = f.stream->rx.bytes();
+      r.upload_bytes = f.stream->upload_bytes;
+    }
+    return r;
+  }
+
+  // Ends a flight. Called with mu held.
+  void end(std::map<std::string, Flight>::iterator it, Result r, Finished& finished) {
+    if (it->second.stream) stream_ids.erase(it->second.stream->id);
+    finished.emplace_back(std::move(it->second.done), std::move(r));
+    flights.erase(it);
+  }
+
+  // The acknowledgement of what the consumer has taken, if it moved. Called with mu held;
+  // published after mu is released (never publish under mu: Paho's thread may hold Paho's
+  // lock while it waits for mu in on_message).
+  std::optional<OutboundMessage> acknowledgement(Flight& f) {
+    StreamState& s = *f.stream;
+    const std::uint64_t next = s.rx.next() - s.outstanding;
+    if (next <= s.acked) return std::nullopt;
+    s.acked = next;
+    OutboundMessage m;
+    m.topic = f.request_topic;
+    m.qos = 1;
+    m.payload = encode_ack(StreamAck{s.id, next, 0, 0});
+    return m;
+  }
+
+  // The consumer took one piece of a flight's body.
+  void consumed(const std::string& key) {
+    std::optional<OutboundMessage> ack;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto it = flights.find(key);
+      if (it == flights.end() || !it->second.stream) return;
+      StreamState& s = *it->second.stream;
+      if (s.outstanding > 0) --s.outstanding;
+      it->second.deadline = std::max(it->second.deadline, Clock::now() + s.stall);
+      ack = acknowledgement(it->second);
+    }
+    if (ack) session.publish(std::move(*ack));
+  }
+
+  // Hands in-order body pieces to the consumer (outside the lock). Called with mu held.
+  void deliver(const std::string& key, Flight& f, std::vector<std::string>& pieces,
+               Deliveries& deliveries) {
+    StreamState& s = *f.stream;
+    for (auto& piece : pieces) {
+      ++s.outstanding;
+      deliveries.push_back(
+          [this, key, on_data = s.options.on_data, data = std::move(piece)]() mutable {
+            if (on_data) {
+              on_data(std::move(data), [this, key] { consumed(key); });
+            } else {
+              consumed(key);
+            }
+          });
+    }
+    pieces.clear();
+  }
+
+  // A chunk or an acknowledgement for one of our streams. Called with mu held.
+  void on_stream_message(StreamMessage& message, const std::optional<std::string>& correlation,
+                         Finished& finished, Deliveries& deliveries, bool& upload_more,
+                         std::string& upload_key) {
+    const std::string& id =
+        message.kind == StreamMessage::Kind::kAck ? message.ack.id : message.chunk.id;
+    auto it = flights.end();
+    if (correlation) it = flights.find(*correlation);
+    if (it == flights.end()) {
+      const auto by_id = stream_ids.find(id);
+      if (by_id != stream_ids.end()) it = flights.find(by_id->second);
+    }
+    if (it == flights.end() || !it->second.stream || it->second.stream->id != id) {
+      ++unmatched;
+      return;
+    }
+    Flight& f = it->second;
+    StreamState& s = *f.stream;
+    f.deadline = std::max(f.deadline, Clock::now() + s.stall);
+    if (message.kind == StreamMessage::Kind::kAck) {
+      const StreamAck& ack = message.ack;
+      if (!s.tx) {
+        if (!s.options.next_upload || ack.next != 0) return;
+        // The device is ready for the body: its window and its largest chunk. The MQTT 5
+        // form only when the device's ack came with MQTT 5 properties: a 3.1.1 device would
+        // get the raw bytes without their metadata.
+        s.binary = session.mqtt5() && correlation.has_value();
+        s.tx.emplace(ack.window ? ack.window : s.options.window);
+        s.chunk_bytes = upload_chunk_bytes(f, ack.chunk_bytes, s.binary);
+        if (s.chunk_bytes == 0) {
+          end(it, result_of(f, Outcome::kStreamError, "no upload chunk fits the packet limits"),
+              finished);
+          return;
+        }
+      } else {
+        s.tx->ack(ack.next);
+      }
+      upload_more = true;
+      upload_key = it->first;
+      return;
+    }
+    std::vector<std::string> pieces;
+    const auto status = s.rx.add(std::move(message.chunk), pieces);
+    if (status == Reassembler::Status::kDuplicate) ++duplicate_chunks;
+    if (status == Reassembler::Status::kFailed) {
+      end(it, result_of(f, Outcome::kStreamError, s.rx.error()), finished);
+      return;
+    }
+    if (!s.head) {
+      for (auto& p : pieces) s.early.push_back(std::move(p));
+      return;
+    }
+    deliver(it->first, f, pieces, deliveries);
+    if (s.rx.complete()) finish_stream(it, finished);
+  }
+
+  // A stream whose body is complete and checked. Called with mu held.
+  void finish_stream(std::map<std::string, Flight>::iterator it, Finished& finished) {
+    Flight& f = it->second;
+    Result r = result_of(f, Outcome::kReply);
+    r.payload = std::move(f.stream->head_payload);
+    r.reply = std::move(f.stream->head_reply);
+    end(it, std::move(r), finished);
+  }
+
+  // The data bytes of an upload chunk: the device's limit, and what our broker takes.
+  std::size_t upload_chunk_bytes(const Flight& f, std::size_t device_max, bool binary) {
+    OutboundMessage probe;
+    probe.topic = f.request_topic;
+    probe.qos = 1;
+    Chunk sample;
+    sample.id = f.stream->id;
+    sample.seq = 1ULL << 52;
+    sample.last = true;
+    sample.total = 1ULL << 52;
+    sample.sha256.assign(64, '0');
+    encode_chunk(sample, binary, probe);
+    const std::size_t room = session.payload_room(probe);
+    std::size_t bytes = chunk_capacity(room + probe.payload.size(), probe.payload.size(), binary);
+    if (device_max) bytes = std::min(bytes, device_max);
+    return bytes;
+  }
+
+  // Asks the upload source for more while the window is open. Called without mu.
+  void pump_upload(const std::string& key) {
+    Call::Stream::Give give;
+    std::function<void(std::size_t, Call::Stream::Give)> next;
+    std::size_t max = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto it = flights.find(key);
+      if (it == flights.end() || !it->second.stream) return;
+      StreamState& s = *it->second.stream;
+      if (!s.tx || s.asked || s.sent_last || !s.tx->open()) return;
+      s.asked = true;
+      max = s.chunk_bytes;
+      next = s.options.next_upload;
+      give = [this, key](std::string data, bool last) { give_upload(key, std::move(data), last); };
+    }
+    next(max, std::move(give));
+  }
+
+  void give_upload(const std::string& key, std::string data, bool last) {
+    OutboundMessage m;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto it = flights.find(key);
+      if (it == flights.end() || !it->second.stream) return;
+      Flight& f = it->second;
+      StreamState& s = *f.stream;
+      s.asked = false;
+      Chunk c;
+      c.id = s.id;
+      c.seq = s.tx->sent_count();
+      s.tx_sha.update(data);
+      s.upload_bytes += data.size();
+      c.data = std::move(data);
+      if (last) {
+        c.last = true;
+        c.total = s.upload_bytes;
+        c.sha256 = s.tx_sha.hex();
+        s.sent_last = true;
+      }
+      m.topic = f.request_topic;
+      m.qos = 1;
+      if (s.binary) m.correlation_data = f.correlation;
+      encode_chunk(c, s.binary, m);
+      s.tx->sent();
+      f.deadline = std::max(f.deadline, Clock::now() + s.stall);
+    }
+    session.publish(std::move(m));
+    pump_upload(key);
+  }
 
   Impl(const MqttConfig& mqtt, std::string s)
       : start(std::move(s)),
@@ -84,9 +308,22 @@ struct Requester::Impl {
   void on_message(InboundMessage&& in) {
     std::vector<std::pair<Done, Result>> finished;
     std::vector<OutboundMessage> to_send;
+    Deliveries deliveries;
+    std::vector<std::function<void()>> heads_to_announce;
+    bool upload_more = false;
+    std::string upload_key;
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (const auto id = Topics(start, "_").status_device(in.topic)) {
+      auto stream = Topics(start, "_").status_device(in.topic)
+                        ? StreamMessage{}
+                        : decode_stream_message(in.payload, in.properties.user);
+      if (stream.kind == StreamMessage::Kind::kInvalid) {
+        ++unmatched;
+        if (trace) trace("ignored a malformed stream message: " + stream.error);
+      } else if (stream.kind != StreamMessage::Kind::kNone) {
+        on_stream_message(stream, in.properties.correlation_data, finished, deliveries, upload_more,
+                          upload_key);
+      } else if (const auto id = Topics(start, "_").status_device(in.topic)) {
         if (const auto presence = parse_presence(in.payload)) {
           statuses[*id] = *presence;
           if (presence->online) {
@@ -113,16 +350,28 @@ struct Requester::Impl {
                    entry.second.req_id == reply->req_id.text();
           });
         }
-        if (it != flights.end() && reply) {
+        if (it != flights.end() && reply && reply->stream && it->second.stream &&
+            !it->second.stream->head && reply->stream->id == it->second.stream->id) {
+          // A streamed reply's head: the body follows in chunks.
           ++replies;
-          Result r;
-          r.outcome = Outcome::kReply;
+          Flight& f = it->second;
+          StreamState& s = *f.stream;
+          s.head = true;
+          s.head_reply = std::move(*reply);
+          s.head_payload = std::move(in.payload);
+          f.deadline = std::max(f.deadline, Clock::now() + s.stall);
+          if (s.options.on_head)
+            heads_to_announce.push_back(
+                [on_head = s.options.on_head, head = s.head_reply] { on_head(head); });
+          deliver(it->first, f, s.early, deliveries);
+          if (s.rx.complete()) finish_stream(it, finished);
+        } else if (it != flights.end() && reply && !reply->stream) {
+          ++replies;
+          Result r = result_of(it->second, Outcome::kReply);
           r.payload = std::move(in.payload);
           r.reply = std::move(*reply);
-          r.request_topic = it->second.request_topic;
           r.response_topic = in.topic;
-          finished.emplace_back(std::move(it->second.done), std::move(r));
-          flights.erase(it);
+          end(it, std::move(r), finished);
         } else {
           ++unmatched;
           if (trace) trace("ignored a message that is not a reply to us on " + in.topic);
@@ -133,6 +382,9 @@ struct Requester::Impl {
       trace_line("device is online; published on " + m.topic);
       session.publish(std::move(m));
     }
+    for (auto& announce : heads_to_announce) announce();
+    for (auto& deliver_one : deliveries) deliver_one();
+    if (upload_more) pump_upload(upload_key);
     for (auto& [done, result] : finished) {
       trace_line("reply on " + result.response_topic);
       done(std::move(result));
@@ -155,10 +407,13 @@ struct Requester::Impl {
       const auto now = Clock::now();
       for (auto it = flights.begin(); it != flights.end();) {
         if (closing || it->second.deadline <= now) {
-          Result r;
-          r.outcome = Outcome::kTimeout;
-          r.request_topic = it->second.request_topic;
-          r.response_topic = it->second.response_topic;
+          const Flight& f = it->second;
+          std::string why;
+          if (f.stream && (f.stream->head || f.stream->tx))
+            why = "the stream stalled: nothing for " + std::to_string(f.stream->stall.count()) +
+                  " ms after " + std::to_string(f.stream->rx.bytes()) + " bytes";
+          Result r = result_of(f, Outcome::kTimeout, std::move(why));
+          if (f.stream) stream_ids.erase(f.stream->id);
           expired.emplace_back(std::move(it->second.done), std::move(r));
           it = flights.erase(it);
         } else {
@@ -196,16 +451,19 @@ struct Requester::Impl {
     Flight& f = it->second;
     const auto status = statuses.find(f.device);
     const bool offline = status != statuses.end() && !status->second.online;
-    if (!offline) {
+    const bool streams = status != statuses.end() && !status->second.protocol.empty();
+    if (!offline && f.stream && f.stream->options.next_upload && !streams) {
+      // A homd before protocol 1.1 ignores `stream` and would call the API without the body.
+      end(it,
+          result_of(f, Outcome::kStreamError,
+                    "device " + f.device +
+                        " does not announce protocol 1.1 (streamed uploads): upgrade its homd"),
+          finished);
+    } else if (!offline) {
       f.sent = true;
       to_send.push_back(f.message);
     } else if (!f.wait_online) {
-      Result r;
-      r.outcome = Outcome::kOffline;
-      r.request_topic = f.request_topic;
-      r.response_topic = f.response_topic;
-      finished.emplace_back(std::move(f.done), std::move(r));
-      flights.erase(it);
+      end(it, result_of(f, Outcome::kOffline), finished);
     }
   }
 
@@ -254,11 +512,13 @@ struct Requester::Impl {
     bool acked = false;                // SUBACK received (or the attempt failed)
     std::vector<std::string> waiters;  // flights (by correlation) waiting for the SUBACK
   };
-  std::map<std::string, Filter> filters;          // guarded by mu: subscribed or pending
-  std::atomic<std::uint64_t> replies{0};          // replies matched to a call
-  std::atomic<std::uint64_t> unmatched{0};        // other messages on our reply topics
-  std::function<void(const std::string&)> trace;  // guarded by mu
-  bool closing = false;                           // guarded by mu
+  std::map<std::string, Filter> filters;           // guarded by mu: subscribed or pending
+  std::atomic<std::uint64_t> replies{0};           // replies matched to a call
+  std::atomic<std::uint64_t> unmatched{0};         // other messages on our reply topics
+  std::atomic<std::uint64_t> duplicate_chunks{0};  // chunks received twice
+  std::map<std::string, std::string> stream_ids;   // guarded by mu: stream id -> flight key
+  std::function<void(const std::string&)> trace;   // guarded by mu
+  bool closing = false;                            // guarded by mu
   std::thread timer;
   // Last: destroyed first, so no Paho callback runs into the members above.
   MqttSession session;
@@ -276,7 +536,9 @@ std::optional<ConnectError> Requester::connect(std::chrono::milliseconds timeout
 
 MqttSession& Requester::session() { return impl_->session; }
 
-Requester::Stats Requester::stats() const { return {impl_->replies, impl_->unmatched}; }
+Requester::Stats Requester::stats() const {
+  return {impl_->replies, impl_->unmatched, impl_->duplicate_chunks};
+}
 
 void Requester::set_trace(std::function<void(const std::string&)> trace) {
   std::lock_guard<std::mutex> lock(impl_->mu);
@@ -298,6 +560,16 @@ void Requester::start(Call call, Done done) {
   f.deadline = deadline;
   f.wait_online = call.wait_online;
   f.done = std::move(done);
+  if (call.stream) {
+    StreamRequest asked;
+    asked.id = random_id() + random_id();
+    asked.window = std::clamp<std::size_t>(call.stream->window, 1, kMaxStreamWindow);
+    asked.upload = static_cast<bool>(call.stream->next_upload);
+    asked.upload_length = call.stream->upload_length;
+    call.request.stream = asked;
+    call.stream->window = asked.window;
+    f.stream = std::make_unique<Impl::StreamState>(std::move(*call.stream), asked.id, call.timeout);
+  }
 
   // MQTT 5: a reply topic of our own under {start}/res/{id}/ (the only place homd answers,
   // and a place no other requester listens to).
@@ -335,6 +607,7 @@ void Requester::start(Call call, Done done) {
         ++f.waiting;
       }
     }
+    if (f.stream) s.stream_ids[f.stream->id] = f.correlation;
     const auto it = s.flights.emplace(f.correlation, std::move(f)).first;
     s.cv.notify_all();  // a new deadline for the timer
     if (it->second.waiting == 0) s.release(it, finished, to_send);

@@ -68,7 +68,8 @@ const char* version_name(int version) { return version == MQTTVERSION_5 ? "5" : 
 std::size_t publish_packet_size(const OutboundMessage& m, bool v5, std::size_t content_type) {
   std::size_t remaining = 2 + m.topic.size() + (m.qos > 0 ? 2 : 0) + m.payload.size();
   if (v5) {
-    std::size_t props = content_type ? 1 + 2 + content_type : 0;
+    std::size_t props = content_type && !m.binary ? 1 + 2 + content_type : 0;
+    for (const auto& [name, value] : m.user) props += 1 + 2 + name.size() + 2 + value.size();
     if (m.correlation_data) props += 1 + 2 + m.correlation_data->size();
     if (m.expiry_s) props += 1 + 4;
     if (m.response_topic) props += 1 + 2 + m.response_topic->size();
@@ -229,6 +230,11 @@ struct MqttSession::Impl : public virtual mqtt::callback {
       if (props.contains(mqtt::property::MESSAGE_EXPIRY_INTERVAL))
         in.properties.expiry_s =
             mqtt::get<std::uint32_t>(props, mqtt::property::MESSAGE_EXPIRY_INTERVAL);
+      const std::size_t users = props.count(mqtt::property::USER_PROPERTY);
+      for (std::size_t i = 0; i < users; ++i) {
+        auto pair = mqtt::get<mqtt::string_pair>(props, mqtt::property::USER_PROPERTY, i);
+        in.properties.user.emplace_back(std::move(std::get<0>(pair)), std::move(std::get<1>(pair)));
+      }
       on_message(std::move(in));
     } catch (const std::exception& e) {
       // Never let an exception unwind into Paho's thread.
@@ -576,7 +582,10 @@ void MqttSession::publish(OutboundMessage message) {
     auto msg = mqtt::make_message(message.topic, std::move(message.payload), message.qos,
                                   message.retained);
     if (s.mqtt_version == MQTTVERSION_5) {
-      mqtt::properties props{{mqtt::property::CONTENT_TYPE, kContentType}};
+      mqtt::properties props;
+      if (!message.binary) props.add({mqtt::property::CONTENT_TYPE, kContentType});
+      for (const auto& [name, value] : message.user)
+        props.add({mqtt::property::USER_PROPERTY, name, value});
       if (message.correlation_data)
         props.add({mqtt::property::CORRELATION_DATA, *message.correlation_data});
       if (message.expiry_s)
@@ -602,15 +611,23 @@ void MqttSession::publish(OutboundMessage message) {
 }
 
 bool MqttSession::fits(const OutboundMessage& message) const {
+  return message.payload.size() <= payload_room(message);
+}
+
+std::size_t MqttSession::payload_room(const OutboundMessage& message) const {
   OutboundMessage m;  // the size without copying the payload
   m.topic = message.topic;
   m.qos = std::min(message.qos, impl_->broker_max_qos.load());
   m.correlation_data = message.correlation_data;
   m.expiry_s = message.expiry_s;
   m.response_topic = message.response_topic;
+  m.user = message.user;
+  m.binary = message.binary;
   const bool v5 = impl_->mqtt_version == MQTTVERSION_5;
-  const std::size_t size = publish_packet_size(m, v5, kContentType.size()) + message.payload.size();
-  return size <= impl_->max_packet;
+  // The remaining length's own size grows with the payload: counted at its largest.
+  const std::size_t size = publish_packet_size(m, v5, kContentType.size()) + 3;
+  const std::size_t max = impl_->max_packet;
+  return size >= max ? 0 : max - size;
 }
 
 std::size_t MqttSession::max_packet_bytes() const { return impl_->max_packet; }

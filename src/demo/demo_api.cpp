@@ -5,19 +5,28 @@
 //   GET  /gps/latitude      200 {"latitude": 48.8584}
 //   POST /food/dessert      201 text/plain "dessert <name> created", from a JSON body {"name": ...}
 //   GET  /status            200 {"service": "hom-demo-api", "status": "ok", ...}
+//   GET  /logs/follow       a streaming API: one line every 100 ms, chunked (?lines=N,
+//                           default 20; ?interval_ms=M)
+//   GET  /files/blob        ?size=N bytes (Content-Length), byte i being i % 251: a large
+//                           download anyone can check (the pattern repeats every 251 bytes)
+//   PUT  /files/upload      takes a body of any size as it arrives (also POST); 200
+//                           {"length": n, "sha256": "<hex>"}
 //   GET  /                  the device's web UI (web/index.html, /app.css, /app.js, /logo.png):
 //                           a page whose script calls the routes above with fetch()
 //
 // SIGTERM or SIGINT stops it cleanly (exit 0).
 #include <httplib.h>
+#include <openssl/evp.h>
 #include <nlohmann/json.hpp>
 
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
@@ -41,8 +50,70 @@ int parse_port(const char* text) {
   return static_cast<int>(value);
 }
 
+// A query parameter as a non-negative integer, or `fallback`.
+std::uint64_t number_param(const httplib::Request& req, const char* name, std::uint64_t fallback) {
+  if (!req.has_param(name)) return fallback;
+  try {
+    return std::stoull(req.get_param_value(name));
+  } catch (const std::exception&) {
+    return fallback;
+  }
+}
+
+void add_streaming_routes(httplib::Server& server) {
+  server.Get("/logs/follow", [](const httplib::Request& req, httplib::Response& res) {
+    const auto lines = std::min<std::uint64_t>(number_param(req, "lines", 20), 100000);
+    const auto interval = std::chrono::milliseconds(
+        std::min<std::uint64_t>(number_param(req, "interval_ms", 100), 60000));
+    res.set_chunked_content_provider(
+        "text/plain",
+        [lines, interval, n = std::uint64_t{0}](std::size_t, httplib::DataSink& sink) mutable {
+          if (n > 0) std::this_thread::sleep_for(interval);  // the API's own pace
+          const std::string line = "line " + std::to_string(n) + "\n";
+          if (!sink.write(line.data(), line.size())) return false;
+          if (++n >= lines) sink.done();
+          return true;
+        });
+  });
+  server.Get("/files/blob", [](const httplib::Request& req, httplib::Response& res) {
+    const std::uint64_t size = number_param(req, "size", 1 << 20);
+    res.set_content_provider(static_cast<std::size_t>(size), "application/octet-stream",
+                             [](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                               std::string piece(std::min<std::size_t>(length, 64 * 1024), '\0');
+                               for (std::size_t i = 0; i < piece.size(); ++i)
+                                 piece[i] = static_cast<char>((offset + i) % 251);
+                               return sink.write(piece.data(), piece.size());
+                             });
+  });
+  const auto upload = [](const httplib::Request&, httplib::Response& res,
+                         const httplib::ContentReader& reader) {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+    std::uint64_t length = 0;
+    reader([&](const char* data, std::size_t n) {
+      EVP_DigestUpdate(ctx, data, n);
+      length += n;
+      return true;
+    });
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_length = 0;
+    EVP_DigestFinal_ex(ctx, digest, &digest_length);
+    EVP_MD_CTX_free(ctx);
+    std::string hex;
+    for (unsigned int i = 0; i < digest_length; ++i) {
+      char byte[3];
+      std::snprintf(byte, sizeof byte, "%02x", digest[i]);
+      hex += byte;
+    }
+    res.set_content(nlohmann::json{{"length", length}, {"sha256", hex}}.dump(), "application/json");
+  };
+  server.Put("/files/upload", upload);
+  server.Post("/files/upload", upload);
+}
+
 void add_routes(httplib::Server& server, std::chrono::steady_clock::time_point started,
                 std::atomic<long>& served) {
+  add_streaming_routes(server);
   server.Get("/gps/latitude", [](const httplib::Request&, httplib::Response& res) {
     res.set_content(nlohmann::json{{"latitude", 48.8584}}.dump(), "application/json");
   });

@@ -9,6 +9,8 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -270,6 +272,23 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     call.timeout = timeout;
     call.listen_mirrored = false;
     call.request = to_envelope();
+    // Protocol 1.1: a large or streaming reply is relayed as it arrives (SPEC §7). The
+    // callbacks run on Paho's thread: each hands over to this connection's strand.
+    Requester::Call::Stream stream;
+    std::weak_ptr<Connection> weak = shared_from_this();
+    stream.on_head = [weak](const ReplyEnvelope& head) {
+      if (auto self = weak.lock())
+        net::post(self->stream_.get_executor(), [self, head] { self->on_stream_head(head); });
+    };
+    stream.on_data = [weak](std::string data, std::function<void()> consumed) {
+      if (auto self = weak.lock()) {
+        net::post(self->stream_.get_executor(),
+                  [self, data = std::move(data), consumed = std::move(consumed)]() mutable {
+                    self->on_stream_data(std::move(data), std::move(consumed));
+                  });
+      }
+    };
+    call.stream = std::move(stream);
     ++server_->in_flight;
     server_->requester.start(std::move(call), [self = shared_from_this()](Requester::Result res) {
       // On Paho's or the requester's thread: hand over to this connection's strand.
@@ -307,9 +326,135 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     return e;
   }
 
+  // A streamed reply's head: the status line and headers go out now, the body as it comes,
+  // with the device's Content-Length when it gave one, else chunked (HTTP/1.1) or up to the
+  // connection's close (HTTP/1.0).
+  void on_stream_head(const ReplyEnvelope& head) {
+    if (head.status < 200 || head.status > 999) return;  // on_result answers 502
+    streaming_ = true;
+    auto res = std::make_shared<http::response<http::empty_body>>(
+        static_cast<http::status>(head.status), request_.version());
+    std::optional<std::string> length;
+    for (const auto& [name, value] : head.headers) {
+      if (!is_token(name) || value.find_first_of(std::string_view("\r\n\0", 3)) != value.npos)
+        continue;
+      if (beast::iequals(name, "content-length")) {
+        length = value;
+        continue;
+      }
+      if (!is_hop_by_hop_response_header(name)) res->insert(name, value);
+    }
+    res->set(http::field::server, kServerName);
+    const unsigned status = res->result_int();
+    const bool no_body = request_.method() == http::verb::head || status == 204 || status == 304;
+    if (no_body) {
+      if (request_.method() == http::verb::head && length)
+        res->set(http::field::content_length, *length);
+    } else if (length) {
+      res->set(http::field::content_length, *length);
+    } else if (request_.version() >= 11) {
+      chunked_ = true;
+      res->chunked(true);
+    } else {
+      stream_keep_alive_ = false;
+    }
+    stream_keep_alive_ = stream_keep_alive_ && request_.keep_alive() && !server_->draining;
+    res->keep_alive(stream_keep_alive_);
+    auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
+    writing_ = true;
+    stream_.expires_never();
+    http::async_write_header(
+        stream_, *sr, [self = shared_from_this(), res, sr](beast::error_code ec, std::size_t) {
+          self->writing_ = false;
+          if (ec) return self->abort_stream();
+          self->write_next();
+        });
+  }
+
+  void on_stream_data(std::string data, std::function<void()> consumed) {
+    if (request_.method() == http::verb::head) return consumed();
+    pending_writes_.emplace_back(std::move(data), std::move(consumed));
+    if (!writing_) write_next();
+  }
+
+  // Writes queued body pieces one at a time; each is acknowledged to the device once the
+  // socket took it, so a slow client slows the device down instead of filling memory.
+  void write_next() {
+    if (writing_ || !streaming_) return;
+    if (pending_writes_.empty()) {
+      if (stream_done_) end_stream();
+      return;
+    }
+    writing_ = true;
+    auto piece = std::make_shared<std::pair<std::string, std::function<void()>>>(
+        std::move(pending_writes_.front()));
+    pending_writes_.pop_front();
+    stream_.expires_after(server_->config.request_timeout);  // a client that stops reading
+    const auto done = [self = shared_from_this(), piece](beast::error_code ec, std::size_t) {
+      self->writing_ = false;
+      if (ec) return self->abort_stream();
+      piece->second();
+      self->write_next();
+    };
+    if (chunked_) {
+      net::async_write(stream_, http::make_chunk(net::buffer(piece->first)), done);
+    } else {
+      net::async_write(stream_, net::buffer(piece->first), done);
+    }
+  }
+
+  void end_stream() {
+    const auto finish = [self = shared_from_this()](beast::error_code ec, std::size_t) {
+      if (ec) return self->close();
+      self->streaming_ = false;
+      self->stream_done_ = false;
+      self->chunked_ = false;
+      self->device_.clear();
+      self->token_name_.clear();
+      if (!self->stream_keep_alive_) return self->linger();
+      self->stream_keep_alive_ = true;
+      self->read();
+    };
+    if (chunked_) {
+      writing_ = true;
+      net::async_write(stream_, http::make_chunk_last(),
+                       [self = shared_from_this(), finish](beast::error_code ec, std::size_t n) {
+                         self->writing_ = false;
+                         finish(ec, n);
+                       });
+    } else {
+      finish({}, 0);
+    }
+  }
+
+  // The stream broke (the device's checks failed, it stalled, the client went away): the
+  // client must not take a cut-off body for a complete one, so the connection is closed
+  // without the terminating chunk.
+  void abort_stream() {
+    pending_writes_.clear();
+    beast::error_code ignored;
+    stream_.socket().shutdown(tcp::socket::shutdown_both, ignored);
+    stream_.socket().close(ignored);
+  }
+
+  void log_stream(int status, const Requester::Result& result) {
+    const double seconds = std::chrono::duration<double>(Clock::now() - started_).count();
+    server_->metrics.record(status, seconds);
+    spdlog::info("{} {} {} {} -> {} streamed {} bytes ({:.1f} ms){}",
+                 token_name_.empty() ? "-" : token_name_, device_,
+                 std::string(request_.method_string()), path_, status, result.stream_bytes,
+                 seconds * 1000, result.error.empty() ? "" : ": " + result.error);
+  }
+
   void on_result(Requester::Result result) {
     --server_->in_flight;
     if (server_->in_flight == 0) server_->idle_cv.notify_all();
+    if (streaming_) {
+      log_stream(result.reply.status, result);
+      if (result.outcome != Requester::Outcome::kReply) return abort_stream();
+      stream_done_ = true;
+      return write_next();
+    }
     switch (result.outcome) {
       case Requester::Outcome::kOffline: {
         Response res = error_response(http::status::service_unavailable, "device offline");
@@ -318,6 +463,9 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       }
       case Requester::Outcome::kTimeout:
         return fail(http::status::gateway_timeout, "no reply from the device in time", true);
+      case Requester::Outcome::kStreamError:
+        return fail(http::status::bad_gateway,
+                    "the device's streamed reply failed: " + result.error, false);
       case Requester::Outcome::kReply:
         break;
     }
@@ -451,6 +599,13 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   bool timed_out_ = false;           // timer_ expired and cancelled the socket's wait
   std::vector<char> linger_buffer_;  // while lingering only
   bool first_ = true;
+  // A streamed reply (on_stream_head ... end_stream).
+  bool streaming_ = false;
+  bool chunked_ = false;
+  bool writing_ = false;
+  bool stream_done_ = false;  // the requester reported the end: write the rest, then finish
+  bool stream_keep_alive_ = true;
+  std::deque<std::pair<std::string, std::function<void()>>> pending_writes_;
 };
 
 void Server::Impl::accept() {

@@ -1,7 +1,11 @@
 // hom: "curl over MQTT" — calls a device's local HTTP API through homd.
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -24,13 +28,15 @@ Examples:
   hom get itsme search -G q=pizza -G page=2 -H 'Accept: application/json'
   hom put itsme firmware --data-binary @fw.bin --timeout 2m
   hom get itsme camera/snapshot -o snapshot.jpg
+  hom get itsme logs/follow --stream
   hom -i get itsme status
   hom devices
 
 Broker and topics come from the same variables as homd (MQTT_HOST, MQTT_PORT, MQTT_USER,
 MQTT_PASS, MQTT_TLS, MQTT_CA_FILE, MQTT_TOPIC_START, ...); the flags override them.
 Exit status: 0 on 2xx/3xx, 22 on a status >= 400, 28 on timeout, 69 when the device is
-offline, 7 when the broker cannot be reached, 2 on usage or configuration errors.
+offline, 7 when the broker cannot be reached, 18 when a streamed body fails its length or
+checksum check or breaks off, 2 on usage or configuration errors.
 )";
 
 std::string read_file(const std::string& path) {
@@ -39,6 +45,74 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// Larger --data-binary files are streamed (protocol 1.1): in base64 inside the request they
+// would not fit the smallest broker limits people run into (AWS IoT Core: 128 KB).
+constexpr std::uintmax_t kInlineUploadMax = 64 * 1024;
+
+// A progress line on stderr, when it is a terminal: at most five updates a second.
+class Progress {
+ public:
+  explicit Progress(bool enabled) : enabled_(enabled) {}
+  ~Progress() { done(); }
+  void set_total(std::optional<std::uint64_t> total) { total_ = total; }
+  void add(std::uint64_t bytes) {
+    bytes_ += bytes;
+    if (!enabled_) return;
+    const auto now = std::chrono::steady_clock::now();
+    if (now - shown_ < std::chrono::milliseconds(200)) return;
+    shown_ = now;
+    show();
+  }
+  void done() {
+    if (!enabled_ || !shown_once_) return;
+    show();
+    std::cerr << "\n";
+    enabled_ = false;
+  }
+
+ private:
+  static std::string mib(std::uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+  }
+  void show() {
+    shown_once_ = true;
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+    std::string line = "\r  " + mib(bytes_);
+    if (total_ && *total_ > 0) {
+      line += " / " + mib(*total_) + " (" + std::to_string(bytes_ * 100 / *total_) + " %)";
+    }
+    if (s > 0)
+      line += "  " + mib(static_cast<std::uint64_t>(static_cast<double>(bytes_) / s)) + "/s";
+    std::cerr << line << "   " << std::flush;
+  }
+
+  bool enabled_;
+  bool shown_once_ = false;
+  std::uint64_t bytes_ = 0;
+  std::optional<std::uint64_t> total_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  std::chrono::steady_clock::time_point shown_{};
+};
+
+std::optional<std::uint64_t> content_length(const hom::HeaderList& headers) {
+  for (const auto& [name, value] : headers) {
+    if (name.size() != 14) continue;
+    std::string lower = name;
+    std::transform(lower.begin(), lower.end(), lower.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (lower != "content-length") continue;
+    try {
+      return std::stoull(value);
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return std::nullopt;
 }
 
 std::string iso8601(std::int64_t unix_s) {
@@ -104,7 +178,11 @@ int main(int argc, char** argv) {
   app.add_option("--qos", qos, "QoS of the request (default 2)")->check(CLI::Range(0, 2));
   app.add_flag("-i,--include", include, "print the status line and response headers");
   app.add_flag("--json", whole_json, "print the whole reply document");
-  app.add_option("-o,--output", output, "write the content to FILE (base64 decoded)");
+  app.add_option("-o,--output", output,
+                 "write the content to FILE (streamed: any size; replaced only when complete)");
+  bool stream = false, silent = false;
+  app.add_flag("-N,--stream", stream, "print the body as it arrives (streamed, protocol 1.1)");
+  app.add_flag("-s,--silent", silent, "no progress bar");
   app.add_flag("-v,--verbose", verbose, "print topics and timings on stderr");
   app.add_flag("--wait-online", wait_online, "wait for an offline device instead of failing");
 
@@ -197,12 +275,23 @@ int main(int argc, char** argv) {
   if (!timeout)
     return fail(hom::exit_code::kUsage, "--timeout '" + timeout_text + "' is not a duration");
   hom::RequestEnvelope request_envelope;
+  std::string upload_path;
+  std::uint64_t upload_size = 0;
   try {
     if (request.data && !request.data->empty() && request.data->front() == '@')
       request.data = read_file(request.data->substr(1));
     if (!data_binary.empty()) {
       if (data_binary.front() != '@') throw std::invalid_argument("--data-binary takes @FILE");
-      request.data_binary = read_file(data_binary.substr(1));
+      upload_path = data_binary.substr(1);
+      std::error_code ec;
+      const auto size = std::filesystem::file_size(upload_path, ec);
+      if (ec) throw std::invalid_argument("cannot read " + upload_path + ": " + ec.message());
+      upload_size = size;
+      // Small bodies go in the request itself (any homd takes them); larger ones stream.
+      if (size <= kInlineUploadMax && !stream) {
+        request.data_binary = read_file(upload_path);
+        upload_path.clear();
+      }
     }
     request.include_headers = include;
     hom::RequestEnvelope envelope = hom::build_request(request);
@@ -239,14 +328,66 @@ int main(int argc, char** argv) {
     call.qos = qos;
     call.timeout = *timeout;
     call.wait_online = wait_online;
+
+    // Streamed (protocol 1.1) with -o, --stream or a large upload: the body goes to its file
+    // or stdout as it arrives, so memory stays flat whatever its size. A file is written
+    // beside its final name and renamed only once length and SHA-256 have been checked.
+    const bool streamed = !whole_json && (!output.empty() || stream || !upload_path.empty());
+    Progress progress(!silent && !verbose && isatty(STDERR_FILENO) && !output.empty());
+    std::FILE* sink = nullptr;
+    const std::string partial = output.empty() ? "" : output + ".part";
+    std::ifstream upload;
+    bool write_failed = false;
+    if (streamed) {
+      if (!partial.empty()) {
+        sink = std::fopen(partial.c_str(), "wb");
+        if (!sink) return fail(hom::exit_code::kUsage, "cannot write " + partial);
+      }
+      hom::Requester::Call::Stream s;
+      s.on_head = [&](const hom::ReplyEnvelope& head) {
+        if (include) std::cout << hom::status_and_headers(head) << std::flush;
+        progress.set_total(content_length(head.headers));
+      };
+      s.on_data = [&](std::string data, std::function<void()> consumed) {
+        std::FILE* out = sink ? sink : stdout;
+        if (std::fwrite(data.data(), 1, data.size(), out) != data.size()) write_failed = true;
+        if (!sink) std::fflush(stdout);
+        progress.add(data.size());
+        consumed();
+      };
+      if (!upload_path.empty()) {
+        upload.open(upload_path, std::ios::binary);
+        if (!upload) return fail(hom::exit_code::kUsage, "cannot read " + upload_path);
+        s.upload_length = upload_size;
+        s.next_upload = [&](std::size_t max, hom::Requester::Call::Stream::Give give) {
+          std::string piece(max, '\0');
+          upload.read(piece.data(), static_cast<std::streamsize>(max));
+          piece.resize(static_cast<std::size_t>(upload.gcount()));
+          give(std::move(piece), upload.peek() == std::char_traits<char>::eof());
+        };
+      }
+      call.request.include_headers = true;  // Content-Length for the progress bar
+      call.stream = std::move(s);
+    }
+    const auto discard = [&] {
+      if (sink) std::fclose(sink), sink = nullptr;
+      if (!partial.empty()) std::remove(partial.c_str());
+    };
     const auto result = requester.call(std::move(call));
+    progress.done();
     switch (result.outcome) {
       case hom::Requester::Outcome::kOffline:
+        discard();
         return fail(hom::exit_code::kOffline,
                     "device " + device_id + " is offline (use --wait-online to wait for it)");
       case hom::Requester::Outcome::kTimeout:
+        discard();
+        if (!result.error.empty()) return fail(hom::exit_code::kPartial, result.error);
         return fail(hom::exit_code::kTimeout, "no reply from " + device_id + " within " +
                                                   timeout_text + " on " + result.response_topic);
+      case hom::Requester::Outcome::kStreamError:
+        discard();
+        return fail(hom::exit_code::kPartial, "the streamed body is incomplete: " + result.error);
       case hom::Requester::Outcome::kReply:
         break;
     }
@@ -255,11 +396,29 @@ int main(int argc, char** argv) {
     const int status = reply.status;
     if (whole_json) {
       std::cout << text << "\n";
+    } else if (reply.stream) {
+      // Already written as it arrived.
+      if (sink) {
+        if (std::fclose(sink) != 0) write_failed = true;
+        sink = nullptr;
+        if (write_failed || std::rename(partial.c_str(), output.c_str()) != 0) {
+          discard();
+          return fail(hom::exit_code::kUsage, "cannot write " + output);
+        }
+      }
+      if (write_failed) return fail(hom::exit_code::kUsage, "cannot write the body");
+      if (verbose)
+        std::cerr << "* " << result.stream_bytes << " bytes streamed, length and SHA-256 checked\n";
     } else {
       if (include) std::cout << hom::status_and_headers(reply);
       if (!output.empty()) {
-        std::ofstream f(output, std::ios::binary);
-        if (!(f << reply.content)) return fail(hom::exit_code::kUsage, "cannot write " + output);
+        if (sink) std::fclose(sink), sink = nullptr;
+        std::ofstream f(partial, std::ios::binary);
+        if (!(f << reply.content) || !f.flush() ||
+            std::rename(partial.c_str(), output.c_str()) != 0) {
+          discard();
+          return fail(hom::exit_code::kUsage, "cannot write " + output);
+        }
       } else {
         std::cout << reply.content;
         if (reply.content_kind == hom::ContentKind::kJson) std::cout << "\n";

@@ -127,6 +127,12 @@ class FakePublisher : public Publisher {
     return m.topic.size() + m.payload.size() + m.correlation_data.value_or("").size() <= limit_;
   }
 
+  std::size_t payload_room(const OutboundMessage& m) const override {
+    std::lock_guard<std::mutex> lock(mu_);
+    const std::size_t used = m.topic.size() + m.correlation_data.value_or("").size();
+    return used >= limit_ ? 0 : limit_ - used;
+  }
+
   void publish(OutboundMessage m) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (m.topic.size() + m.payload.size() + m.correlation_data.value_or("").size() > limit_)
