@@ -255,9 +255,11 @@ class Mosquitto:
     on request, TLS (`tls=(ca, cert, key)`), WebSocket (`ws=True`) and secure WebSocket
     (`wss=True`, needs tls) listeners, all on 127.0.0.1."""
 
-    def __init__(self, tls=None, ws=False, wss=False, persistence=False, start=True):
+    def __init__(self, tls=None, ws=False, wss=False, persistence=False, start=True,
+                 extra=()):
         self.dir = TempDir("hom-mosquitto-")
         self.tls, self.ws, self.wss, self.persistence = tls, ws, wss, persistence
+        self.extra = list(extra)  # configuration lines after the listeners (a bridge)
         self.process = None
         self.starts = 0
         self._pick_ports()
@@ -306,6 +308,7 @@ class Mosquitto:
             ca, cert, key = self.tls
             lines += [f"listener {self.wss_port} 127.0.0.1", "protocol websockets",
                       f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        lines += self.extra
         return "\n".join(lines) + "\n"
 
     def _try_start(self):
@@ -535,6 +538,7 @@ class Message:
         self.retain = msg.retain
         props = getattr(msg, "properties", None)
         self.correlation_data = getattr(props, "CorrelationData", None) if props else None
+        self.response_topic = getattr(props, "ResponseTopic", None) if props else None
         self.content_type = getattr(props, "ContentType", None) if props else None
         self.expiry = getattr(props, "MessageExpiryInterval", None) if props else None
         self.received = time.monotonic()
