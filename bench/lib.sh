@@ -142,7 +142,7 @@ start_nginx() {
 worker_processes 1;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
-events { worker_connections 1024; }
+events { worker_connections ${NGINX_CONNECTIONS:-1024}; }
 http {
   access_log off;
   client_body_temp_path $dir/body;

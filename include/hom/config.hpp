@@ -44,6 +44,9 @@ struct MqttConfig {
   bool clean_session = false;
   MqttVersion version = MqttVersion::kAuto;
   int keepalive_s = 30;
+  // Reconnect back-off (hom/backoff.hpp): the first window and the cap, milliseconds.
+  std::chrono::milliseconds reconnect_min{1000};
+  std::chrono::milliseconds reconnect_max{60000};
   int response_qos = 2;
   std::size_t max_payload_bytes = 2 * 1024 * 1024;
   // Largest packet homd publishes: MQTT_MAX_MESSAGE_BYTES when set (`max_message_bytes_set`);

@@ -61,9 +61,10 @@ class MqttSession : public Publisher {
   std::optional<ConnectError> connect_once(const std::atomic<bool>& stop,
                                            std::chrono::milliseconds timeout);
 
-  // Connects, resubscribes on every connect and reconnects with exponential back-off (1 s
-  // doubling to 60 s, equal jitter) until `stop` becomes true; a lost connection, whatever
-  // its cause, is logged and reconnected. Call wake() after setting `stop`. `tick`, when
+  // Connects, resubscribes on every connect and reconnects with the back-off of
+  // hom/backoff.hpp (full jitter, MQTT_RECONNECT_MIN_MS/MAX_MS; the first retry after a loss
+  // is jittered too) until `stop` becomes true; a lost connection, whatever its cause, is
+  // logged and reconnected. Call wake() after setting `stop`. `tick`, when
   // given, runs on this thread at least every kTick.
   static constexpr std::chrono::milliseconds kTick{1000};
   void run(const std::atomic<bool>& stop, const std::function<void()>& tick = {});

@@ -345,6 +345,10 @@ MqttConfig load_mqtt_config(const Env& env, const TopicConfig& topics) {
     fail("MQTT_VERSION", r.str("MQTT_VERSION", ""), "expected 5, 3.1.1 or auto");
   }
   m.keepalive_s = static_cast<int>(r.integer("MQTT_KEEPALIVE_S", 30, 1, 65535));
+  m.reconnect_min = std::chrono::milliseconds(r.integer("MQTT_RECONNECT_MIN_MS", 1000, 1, 3600000));
+  m.reconnect_max = std::chrono::milliseconds(
+      r.integer("MQTT_RECONNECT_MAX_MS", std::max<long long>(60000, m.reconnect_min.count()),
+                m.reconnect_min.count(), 3600000));
   m.response_qos = static_cast<int>(r.integer("MQTT_RESPONSE_QOS", 2, 0, 2));
   m.max_payload_bytes = static_cast<std::size_t>(
       r.integer("MQTT_MAX_PAYLOAD_BYTES", 2 * 1024 * 1024, 1, 256LL * 1024 * 1024));
@@ -486,6 +490,8 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
                        : c.mqtt.version == MqttVersion::kV5 ? "5"
                                                             : "3.1.1"},
       {"MQTT_KEEPALIVE_S", std::to_string(c.mqtt.keepalive_s)},
+      {"MQTT_RECONNECT_MIN_MS", std::to_string(c.mqtt.reconnect_min.count())},
+      {"MQTT_RECONNECT_MAX_MS", std::to_string(c.mqtt.reconnect_max.count())},
       {"MQTT_RESPONSE_QOS", std::to_string(c.mqtt.response_qos)},
       {"MQTT_MAX_PAYLOAD_BYTES", std::to_string(c.mqtt.max_payload_bytes)},
       {"MQTT_MAX_MESSAGE_BYTES", c.mqtt.max_message_bytes_set

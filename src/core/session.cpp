@@ -12,14 +12,14 @@
 
 #include <mqtt/async_client.h>
 
+#include "hom/backoff.hpp"
+
 namespace hom {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr auto kMinBackoff = std::chrono::seconds(1);
-constexpr auto kMaxBackoff = std::chrono::seconds(60);
 constexpr auto kTokenPoll = std::chrono::milliseconds(20);
 // Messages produced while the broker is away wait in Paho's buffer, up to this many.
 constexpr int kMaxBuffered = 100000;
@@ -425,8 +425,9 @@ std::optional<ConnectError> MqttSession::connect_once(const std::atomic<bool>& s
 
 void MqttSession::run(const std::atomic<bool>& stop, const std::function<void()>& tick) {
   Impl& s = *impl_;
-  std::mt19937 rng(std::random_device{}());
-  std::chrono::milliseconds backoff = kMinBackoff;
+  std::random_device entropy;
+  const std::uint64_t seed = (std::uint64_t{entropy()} << 32) ^ entropy();
+  Backoff backoff({s.options.mqtt.reconnect_min, s.options.mqtt.reconnect_max}, seed);
   const auto wait_ticking = [&](std::chrono::milliseconds total,
                                 const std::function<bool()>& pred) {
     const auto end = Clock::now() + total;
@@ -442,11 +443,12 @@ void MqttSession::run(const std::atomic<bool>& stop, const std::function<void()>
       if (tick) tick();
     }
   };
+  const auto never = [] { return false; };
   while (!stop) {
     const auto error = connect_once(stop, std::chrono::seconds(15));
     if (!error) {
       if (tick) tick();
-      backoff = kMinBackoff;
+      const auto since = Clock::now();
       // Lost by Paho's callbacks, or found closed at a tick: a connection that went away
       // without either callback (it happens) is noticed within kTick.
       wait_ticking(std::chrono::hours(24 * 365 * 100), [&] {
@@ -456,24 +458,30 @@ void MqttSession::run(const std::atomic<bool>& stop, const std::function<void()>
         }
         return !connected();
       });
+      if (stop) break;
       bool noticed = false;
       {
         std::lock_guard<std::mutex> lock(s.mu);
         noticed = s.lost;
       }
-      if (!stop && !noticed) s.mark_lost("found closed");
-      continue;  // lost: reconnect at once, back off only if that fails
+      if (!noticed) s.mark_lost("found closed");
+      {
+        std::lock_guard<std::mutex> lock(s.mu);
+        s.lost = false;  // else the wait below would wake at once, again and again
+      }
+      // A fleet loses its broker at the same instant: even the first retry is jittered.
+      const auto delay =
+          backoff.lost(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - since));
+      spdlog::info("reconnecting in {:.1f} s", delay.count() / 1000.0);
+      wait_ticking(delay, never);
+      continue;
     }
     if (stop) break;
-    // Equal jitter: between half and all of the back-off, so a fleet does not reconnect
-    // in lockstep after a broker restart.
-    std::uniform_int_distribution<long> dist(backoff.count() / 2, backoff.count());
-    const std::chrono::milliseconds delay(dist(rng));
+    const auto delay = backoff.failed();
     spdlog::warn("connect to {} failed: {}; retrying in {:.1f} s", s.options.mqtt.server_uri,
                  error->reason, delay.count() / 1000.0);
     if (tick) tick();
-    wait_ticking(delay, [] { return false; });
-    backoff = std::min<std::chrono::milliseconds>(backoff * 2, kMaxBackoff);
+    wait_ticking(delay, never);
   }
 }
 

@@ -18,7 +18,8 @@ Json field(const Json& doc, const std::string& key) {
   return doc.is_object() && doc.contains(key) ? doc.at(key) : Json();
 }
 
-// Waits long enough for a back-off of a few seconds (1 s doubling, with jitter).
+// Waits long enough for a back-off of a few steps (1 s doubling at start, 8 s after a loss,
+// full jitter).
 constexpr std::chrono::seconds kReconnectWait{45};
 
 class FaultsTest : public ::testing::Test {

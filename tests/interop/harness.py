@@ -255,9 +255,11 @@ class Mosquitto:
     on request, TLS (`tls=(ca, cert, key)`), WebSocket (`ws=True`) and secure WebSocket
     (`wss=True`, needs tls) listeners, all on 127.0.0.1."""
 
-    def __init__(self, tls=None, ws=False, wss=False, persistence=False, start=True):
+    def __init__(self, tls=None, ws=False, wss=False, persistence=False, start=True,
+                 extra=()):
         self.dir = TempDir("hom-mosquitto-")
         self.tls, self.ws, self.wss, self.persistence = tls, ws, wss, persistence
+        self.extra = list(extra)  # configuration lines after the listeners (a bridge)
         self.process = None
         self.starts = 0
         self._pick_ports()
@@ -306,6 +308,7 @@ class Mosquitto:
             ca, cert, key = self.tls
             lines += [f"listener {self.wss_port} 127.0.0.1", "protocol websockets",
                       f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
+        lines += self.extra
         return "\n".join(lines) + "\n"
 
     def _try_start(self):
@@ -535,6 +538,7 @@ class Message:
         self.retain = msg.retain
         props = getattr(msg, "properties", None)
         self.correlation_data = getattr(props, "CorrelationData", None) if props else None
+        self.response_topic = getattr(props, "ResponseTopic", None) if props else None
         self.content_type = getattr(props, "ContentType", None) if props else None
         self.expiry = getattr(props, "MessageExpiryInterval", None) if props else None
         self.received = time.monotonic()
@@ -728,6 +732,16 @@ class Aedes:
         self.process.stop()
 
 
+def start_epmd(port, env, directory):
+    """A private epmd in the foreground on 127.0.0.1:`port`, stopped by PID."""
+    epmd = Process([binary("EPMD_BIN", "epmd"), "-port", str(port), "-address", "127.0.0.1"],
+                   env, directory.file("epmd.log"), cwd=directory.path)
+    wait_until(lambda: port_accepts(port) or not epmd.running(), what="epmd to listen")
+    if not epmd.running():
+        raise AssertionError(f"epmd did not start:\n{epmd.log()}")
+    return epmd
+
+
 def rabbitmq_server_bin():
     """Debian's real start script: /usr/sbin/rabbitmq-server is a wrapper that switches to
     the rabbitmq user (who cannot read our temporary directory) and logs to /var/log."""
@@ -751,10 +765,14 @@ class RabbitMq:
 
     START_WAIT = 180.0  # a cold node on a loaded 2-core machine
 
-    def __init__(self):
+    def __init__(self, epmd_port=None, home=None, wait=True):
+        """A node with its own epmd and Erlang cookie; or, for a cluster (RabbitMqCluster),
+        one that uses the cluster's epmd (`epmd_port`) and cookie (in `home`). With
+        wait=False the caller calls wait_started()."""
         self.dir = TempDir("hom-rabbitmq-")
         self.epmd = self.node = None
-        self.epmd_port, self.amqp_port, self.dist_port, self.port = free_ports(4)
+        self.amqp_port, self.dist_port, self.port = free_ports(3)
+        self.epmd_port = epmd_port or free_port()
         self.name = f"hom-interop-{self.port}@localhost"
         os.makedirs(self.dir.file("mnesia"))
         os.makedirs(self.dir.file("log"))
@@ -773,7 +791,7 @@ class RabbitMq:
         ]) + "\n")
         self.dir.write("rabbitmq-env.conf", "# none: everything comes from the environment\n")
         env = base_env(
-            HOME=self.dir.path,
+            HOME=home or self.dir.path,
             ERL_EPMD_PORT=self.epmd_port,
             ERL_EPMD_ADDRESS="127.0.0.1",
             RABBITMQ_NODENAME=self.name,
@@ -793,16 +811,15 @@ class RabbitMq:
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
         self.env = env
-        self.epmd = Process([binary("EPMD_BIN", "epmd"), "-port", str(self.epmd_port),
-                             "-address", "127.0.0.1"], env, self.dir.file("epmd.log"),
-                            cwd=self.dir.path)
-        wait_until(lambda: port_accepts(self.epmd_port) or not self.epmd.running(),
-                   what="epmd to listen")
-        if not self.epmd.running():
-            raise AssertionError(f"epmd did not start:\n{self.epmd.log()}")
+        if not epmd_port:
+            self.epmd = start_epmd(self.epmd_port, env, self.dir)
         self.node = Process([rabbitmq_server_bin()], env,
                             self.dir.file("rabbitmq.log"), cwd=self.dir.path,
                             stdin=subprocess.PIPE)
+        if wait:
+            self.wait_started()
+
+    def wait_started(self):
         deadline = time.monotonic() + self.START_WAIT
         while not port_accepts(self.port):
             if not self.node.running() or time.monotonic() >= deadline:
@@ -812,6 +829,17 @@ class RabbitMq:
             time.sleep(0.1)
         self.started_in = time.monotonic() - self.node.started
 
+    def ctl(self, *args, timeout=120.0):
+        """rabbitmqctl against this node; raises with its output when it fails."""
+        ctl = os.path.join(os.path.dirname(rabbitmq_server_bin()), "rabbitmqctl")
+        proc = subprocess.run([ctl, "-n", self.name, *args], env=self.env, cwd=self.dir.path,
+                              stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise AssertionError(f"rabbitmqctl {' '.join(args)}: exit {proc.returncode}\n"
+                                 f"{proc.stdout.decode(errors='replace')}"
+                                 f"{proc.stderr.decode(errors='replace')}")
+        return proc.stdout.decode(errors="replace")
+
     def log(self):
         return self.node.log() if self.node else ""
 
@@ -819,6 +847,50 @@ class RabbitMq:
         if self.node:
             self.node.stop(grace=60.0)
             self.node = None
+        if self.epmd:
+            self.epmd.stop()
+            self.epmd = None
+        self.dir.cleanup()
+
+
+class RabbitMqCluster:
+    """Two (or more) private RabbitMQ nodes on loopback joined into one cluster: one epmd
+    and one Erlang cookie for all (a shared HOME), each node with its own name, ports, data
+    and logs; the others join the first with rabbitmqctl join_cluster."""
+
+    COOKIE = "HOMINTEROPCLUSTERCOOKIE"
+
+    def __init__(self, count=2):
+        self.dir = TempDir("hom-rabbitmq-cluster-")
+        self.nodes, self.epmd = [], None
+        try:
+            cookie = self.dir.file(".erlang.cookie")
+            with open(cookie, "w") as f:
+                f.write(self.COOKIE)
+            os.chmod(cookie, 0o400)
+            epmd_port = free_port()
+            self.epmd = start_epmd(epmd_port, base_env(HOME=self.dir.path), self.dir)
+            started = time.monotonic()
+            # Started together, waited for together: a cold node takes a while.
+            self.nodes = [RabbitMq(epmd_port=epmd_port, home=self.dir.path, wait=False)
+                          for _ in range(count)]
+            for node in self.nodes:
+                node.wait_started()
+            for node in self.nodes[1:]:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", self.nodes[0].name)
+                node.ctl("start_app")
+                wait_until(lambda: port_accepts(node.port), timeout=RabbitMq.START_WAIT,
+                           what=f"{node.name} to open its MQTT listener again")
+            self.started_in = time.monotonic() - started
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def cleanup(self):
+        for node in reversed(self.nodes):
+            node.cleanup()
+        self.nodes = []
         if self.epmd:
             self.epmd.stop()
             self.epmd = None
