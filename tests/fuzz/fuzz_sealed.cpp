@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include <cstddef>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -72,8 +72,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The gate: 0, 401 or 403 with a reason exactly when refusing; nothing but a request
   // signed by the authorized requester key passes the signature checks.
   static const std::string state = [] {
-    const auto dir = std::filesystem::temp_directory_path() /
-                     ("hom-fuzz-sealed-" + std::to_string(::getpid()));
+    const auto dir =
+        std::filesystem::temp_directory_path() / ("hom-fuzz-sealed-" + std::to_string(::getpid()));
     std::filesystem::create_directories(dir);
     std::atexit([] {
       std::error_code ignored;
@@ -100,6 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   HOM_FUZZ_CHECK(verdict.status == 0 || verdict.status == 401 || verdict.status == 403,
                  show(input));
   HOM_FUZZ_CHECK(verdict.reason.empty() == (verdict.status == 0), show(input));
-  if (verdict.request) HOM_FUZZ_CHECK(verdict.request->signer == requester().public_key(), show(input));
+  if (verdict.request)
+    HOM_FUZZ_CHECK(verdict.request->signer == requester().public_key(), show(input));
   return 0;
 }
