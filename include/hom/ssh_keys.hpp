@@ -114,7 +114,7 @@ struct KnownDevices {
 };
 
 // Reads a known_devices file: "device-id ssh-ed25519 AAAA… [comment]" per line, blank lines
-// and '#' comments ignored. A device id holds no whitespace, '+', '#' or NUL.
+// and '#' comments ignored. A device id holds no whitespace, '+', '#' or control character.
 std::optional<KnownDevices> parse_known_devices(std::string_view text, std::string& error);
 
 }  // namespace hom

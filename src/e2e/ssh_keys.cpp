@@ -449,8 +449,11 @@ std::optional<KnownDevices> parse_known_devices(std::string_view text, std::stri
     KnownDevice entry;
     entry.line = number;
     const std::string_view id = next_token(line);
-    if (id.find_first_of(std::string_view("+#\0", 3)) != std::string_view::npos) {
-      error = line_prefix(number) + "a device id holds no '+', '#' or NUL";
+    const bool control = std::any_of(id.begin(), id.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (control || id.find_first_of("+#") != std::string_view::npos) {
+      error = line_prefix(number) + "a device id holds no '+', '#' or control character";
       return false;
     }
     entry.id = std::string(id);

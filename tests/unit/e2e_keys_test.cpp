@@ -192,7 +192,8 @@ TEST(KnownDevices, Lookup) {
   EXPECT_EQ(devices->devices[0].comment, "host");
 
   EXPECT_FALSE(hom::parse_known_devices("dev+1 " + a.line() + "\n", error));
-  EXPECT_EQ(error, "line 1: a device id holds no '+', '#' or NUL");
+  EXPECT_EQ(error, "line 1: a device id holds no '+', '#' or control character");
+  EXPECT_FALSE(hom::parse_known_devices("dev\r1 " + a.line() + "\n", error));
   EXPECT_FALSE(hom::parse_known_devices("dev1\n", error));
   EXPECT_EQ(error, "line 1: no key");
 }
