@@ -9,6 +9,7 @@ packages=(
   # libraries
   libpaho-mqttpp-dev libpaho-mqtt-dev libcurl4-openssl-dev nlohmann-json3-dev libssl-dev
   libspdlog-dev libgtest-dev libcli11-dev libcpp-httplib-dev libsystemd-dev libboost1.81-dev
+  libsodium-dev
   # broker and tools for the tests and the quick start
   mosquitto mosquitto-clients openssl ca-certificates python3 valgrind curl
   # the load balancer in front of two gateways (tests/integration/gateway_scale_test.cpp)
@@ -21,6 +22,8 @@ packages=(
   chromium fonts-dejavu-core
   # the gateway's tests: Python requests as an HTTP client
   python3-requests
+  # reference tools of the end-to-end tests (tests/unit/e2e_*): ssh-keygen -Y, age
+  openssh-client age
 )
 # MQTT.js and aedes (tests/interop/package.json) and playwright-core (tests/browser/) need
 # Node.js and npm: Debian's, unless a node is already on PATH.

@@ -6,7 +6,7 @@
 #   tests/fuzz/run.sh [SECONDS_PER_TARGET]
 #
 # Environment:
-#   FUZZ_TARGETS="fuzz_path fuzz_request"   run only these (default: all six)
+#   FUZZ_TARGETS="fuzz_path fuzz_request"   run only these (default: all of them)
 #   FUZZ_JOBS=2                             targets run at once (default 1); at most one per core
 #   FUZZ_FLAGS="-fork=1 -ignore_crashes=1"  extra libFuzzer flags, e.g. to go on past a known crash
 #   BUILD_DIR=build-fuzz                    the build tree
@@ -22,7 +22,7 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
 fi
 build="${BUILD_DIR:-$root/build-fuzz}"
 [[ "$build" = /* ]] || build="$root/$build"
-read -r -a targets <<<"${FUZZ_TARGETS:-fuzz_topic fuzz_request fuzz_path fuzz_response fuzz_base64 fuzz_cli fuzz_gateway}"
+read -r -a targets <<<"${FUZZ_TARGETS:-fuzz_topic fuzz_request fuzz_path fuzz_response fuzz_base64 fuzz_cli fuzz_gateway fuzz_ssh_keys fuzz_sealed}"
 parallel="${FUZZ_JOBS:-1}"
 read -r -a extra_flags <<<"${FUZZ_FLAGS:-}"
 
