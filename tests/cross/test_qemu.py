@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import struct
+import subprocess
 import sys
 import time
 import unittest
@@ -63,8 +64,8 @@ class QemuHomdTest(InteropTest):
         return result
 
     def test_version_under_the_emulator(self):
-        done = harness.subprocess.run([self.emulator, self.homd_path, "--version"],
-                                      capture_output=True, timeout=60, check=False)
+        done = subprocess.run([self.emulator, self.homd_path, "--version"],
+                              capture_output=True, timeout=60, check=False)
         self.assertEqual(done.returncode, 0, done.stderr)
         self.assertTrue(done.stdout.decode().startswith("homd "), done.stdout)
 
