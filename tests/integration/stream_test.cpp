@@ -310,6 +310,27 @@ TEST_F(StreamTest, GatewayRelaysALargeBodyAndAStreamingApi) {
 #endif
   std::printf("[ stream   ] %llu MiB through the gateway: %ld -> peak %ld kB\n",
               static_cast<unsigned long long>(bytes >> 20), rss_before, hwm_after);
+
+  // And a body as large the other way: curl's PUT (with Expect: 100-continue) streams
+  // through the gateway and homd to the API, which reports what it received.
+  const std::string upload = dir.file("upload");
+  {
+    std::ofstream f(upload, std::ios::binary);
+    for (std::uint64_t done = 0; done < bytes; done += 1 << 20)
+      f << pattern_bytes(done * 3,
+                         static_cast<std::size_t>(std::min<std::uint64_t>(1 << 20, bytes - done)));
+  }
+  const auto put = run({CURL_BIN, "-sS", "-f", "-T", upload, base + "/upload"}, {});
+  ASSERT_EQ(put.exit, 0) << put.err << gateway.log();
+  const Json doc = Json::parse(put.out, nullptr, false);
+  EXPECT_EQ(doc.value("length", 0ULL), bytes) << put.out;
+  EXPECT_EQ(doc.value("sha256", ""), file_sha256(upload));
+  const long hwm_up = status_kb(gateway.pid(), "VmHWM");
+#ifndef HOM_SANITIZED
+  EXPECT_LE(hwm_up - rss_before, 8 * 1024) << "the gateway grew from " << rss_before << " kB";
+#endif
+  std::printf("[ stream   ] %llu MiB up through the gateway: peak %ld kB\n",
+              static_cast<unsigned long long>(bytes >> 20), hwm_up);
 }
 
 // A device that answers a streamed request with chunks the test makes (the JSON form, over
