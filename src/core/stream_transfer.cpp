@@ -178,7 +178,8 @@ bool StreamTransfer::finish(const HttpResult& result, bool force) {
     pump();
     if (pending_.size() <= chunk_bytes_ && window_.open()) break;
     publish_outbox(lock);
-    if (pending_.size() <= chunk_bytes_ && window_.open()) break;
+    // An acknowledgement that came while publishing (unlocked) notified nobody: pump again.
+    if (window_.open()) continue;
     const auto deadline = progress_ + options_.stall;
     if (now_() >= deadline) {
       send_chunk({}, true, "the requester stopped acknowledging chunks");
