@@ -353,6 +353,18 @@ TEST_F(StreamTransferTest, AnErrorAfterTheHeadEndsWithAnErrorChunk) {
   EXPECT_FALSE(r.complete());
 }
 
+TEST_F(StreamTransferTest, AnErrorChunkFitsThePacketWhateverWasPending) {
+  publisher_.set_limit(3000);
+  auto& t = make(options(1));
+  t.head(200, {});
+  ASSERT_TRUE(t.body(blob(5000)));  // one chunk out, more than a chunk pending
+  EXPECT_TRUE(t.finish(failure(Outcome::kTimeout, "the API took too long")));
+  EXPECT_EQ(publisher_.oversize(), 0u);
+  const auto p = read_published(publisher_);
+  ASSERT_EQ(p.chunks.size(), 2u);
+  EXPECT_EQ(p.chunks[1].error, "the API took too long");
+}
+
 // ---- Uploads ------------------------------------------------------------------------------
 
 class StreamUploadTest : public StreamTransferTest {
