@@ -95,6 +95,12 @@ StreamMessage decode_stream_message(std::string_view payload, const UserProperti
 // `binary`: raw bytes; else base64 in JSON. 0 when not even a small chunk fits.
 std::size_t chunk_capacity(std::size_t max_packet, std::size_t empty_message_bytes, bool binary);
 
+// The most data bytes a chunk of stream `id` published as `message` (its topic, QoS and
+// properties) can carry within `publisher`'s packet limit, the last chunk's metadata
+// included. 0 when not even a small chunk fits.
+std::size_t chunk_room(const Publisher& publisher, OutboundMessage message, const std::string& id,
+                       bool binary);
+
 // The most data bytes per chunk when packets are capped at `max_message_bytes`
 // (MQTT_MAX_MESSAGE_BYTES, 256 KiB by default, also when the broker names no limit of its
 // own), for a message whose topic and properties take `topic_and_properties` bytes.

@@ -214,15 +214,8 @@ struct Requester::Impl {
     OutboundMessage probe;
     probe.topic = f.request_topic;
     probe.qos = 1;
-    Chunk sample;
-    sample.id = f.stream->id;
-    sample.seq = 1ULL << 52;
-    sample.last = true;
-    sample.total = 1ULL << 52;
-    sample.sha256.assign(64, '0');
-    encode_chunk(sample, binary, probe);
-    const std::size_t room = session.payload_room(probe);
-    std::size_t bytes = chunk_capacity(room + probe.payload.size(), probe.payload.size(), binary);
+    if (binary) probe.correlation_data = f.correlation;
+    std::size_t bytes = chunk_room(session, std::move(probe), f.stream->id, binary);
     if (device_max) bytes = std::min(bytes, device_max);
     // Within MQTT_MAX_MESSAGE_BYTES (256 KiB by default) even when the broker names no limit.
     bytes = std::min(

@@ -240,6 +240,20 @@ std::size_t chunk_capacity(std::size_t max_packet, std::size_t empty_message_byt
   return room < kMinChunkBytes ? 0 : room;
 }
 
+std::size_t chunk_room(const Publisher& publisher, OutboundMessage message, const std::string& id,
+                       bool binary) {
+  Chunk sample;
+  sample.id = id;
+  sample.seq = kMaxCounter;
+  sample.last = true;
+  sample.total = kMaxCounter;
+  sample.sha256.assign(64, '0');
+  message.payload.clear();
+  encode_chunk(sample, binary, message);
+  const std::size_t room = publisher.payload_room(message);
+  return chunk_capacity(room + message.payload.size(), message.payload.size(), binary);
+}
+
 std::size_t chunk_cap(std::size_t max_message_bytes, std::size_t topic_and_properties,
                       bool binary) {
   return chunk_capacity(max_message_bytes, topic_and_properties, binary);

@@ -19,16 +19,7 @@ StreamTransfer::StreamTransfer(Options options, const Request& request, Outbound
   // and the last chunk's metadata.
   OutboundMessage probe = reply_;
   probe.qos = 1;
-  probe.payload.clear();
-  Chunk sample;
-  sample.id = options_.id;
-  sample.seq = 1ULL << 52;
-  sample.last = true;
-  sample.total = 1ULL << 52;
-  sample.sha256.assign(64, '0');
-  encode_chunk(sample, options_.binary, probe);
-  const std::size_t room = publisher_.payload_room(probe);
-  chunk_bytes_ = chunk_capacity(room + probe.payload.size(), probe.payload.size(), options_.binary);
+  chunk_bytes_ = chunk_room(publisher_, std::move(probe), options_.id, options_.binary);
   if (options_.chunk_bytes) chunk_bytes_ = std::min(chunk_bytes_, options_.chunk_bytes);
   progress_ = upload_progress_ = now_();
 }
