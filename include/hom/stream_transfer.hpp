@@ -110,6 +110,7 @@ class StreamTransfer : public StreamChannel {
   // Download, guarded by mu_.
   bool head_known_ = false;
   bool head_sent_ = false;
+  bool small_ = false;  // the API's Content-Length fits one chunk: no early head
   int status_ = 0;
   HeaderList headers_;
   std::string pending_;  // bytes not yet published (at most a chunk and a callback's worth)

@@ -1,6 +1,7 @@
 #include "hom/stream_transfer.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 #include <spdlog/spdlog.h>
@@ -73,6 +74,14 @@ void StreamTransfer::head(int status, HeaderList headers) {
   status_ = status;
   headers_ = std::move(headers);
   head_known_ = true;
+  // A body the API declared small enough for one reply is waited for, however slowly it
+  // comes: one ordinary reply rather than a head and chunks.
+  for (const auto& [name, value] : headers_) {
+    if (name != "content-length") continue;
+    std::uint64_t length = 0;
+    const auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), length);
+    small_ = ec == std::errc() && end == value.data() + value.size() && length <= chunk_bytes_;
+  }
 }
 
 bool StreamTransfer::body(std::string_view bytes) {
@@ -97,7 +106,7 @@ bool StreamTransfer::ready_for_body() {
 void StreamTransfer::idle() {
   std::unique_lock<std::mutex> lock(mu_);
   const Flush flush{*this, lock};
-  if (!head_known_ || !window_.open()) return;
+  if (!head_known_ || !window_.open() || (small_ && !head_sent_)) return;
   if (!head_sent_) send_head();
   pump();  // full chunks first: pending_ may hold more than one while the window was shut
   if (!pending_.empty() && pending_.size() < chunk_bytes_ && window_.open())
