@@ -466,6 +466,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       case Requester::Outcome::kStreamError:
         return fail(http::status::bad_gateway,
                     "the device's streamed reply failed: " + result.error, false);
+      case Requester::Outcome::kUnverified:
+        return fail(http::status::bad_gateway, result.error, false);
       case Requester::Outcome::kReply:
         break;
     }
