@@ -25,6 +25,7 @@ command -v ssh-keygen >/dev/null || die "ssh-keygen not found; run scripts/deps.
 build homd hom-loadgen hom-e2e-load
 E2E_LOAD=$BUILD_DIR/bench/hom-e2e-load
 make_tmp
+[[ -n ${KEEP:-} ]] && keep_tmp=1
 
 broker_port=$(free_port)
 {
@@ -57,14 +58,24 @@ start_homd bench-e2e HOM_E2E=require HOM_DEVICE_KEY_FILE="$tmp/device" \
 run() {
   local args=(--port "$broker_port" --id "$1" -c "$2" -q "$QOS" -d "$DURATION")
   [[ ${3:-} == sealed ]] && args+=(--identity "$tmp/user" --known-devices "$tmp/known_devices")
-  "$E2E_LOAD" "${args[@]}" 2>>"$tmp/load.err" ||
-    die "hom-e2e-load failed on $1: $(tail -3 "$tmp/load.err") $(tail -5 "$tmp/homd-$1.log")"
+  local out
+  out=$("$E2E_LOAD" "${args[@]}" 2>>"$tmp/load.err") ||
+    die "hom-e2e-load failed on $1: $out $(tail -3 "$tmp/load.err") $(tail -5 "$tmp/homd-$1.log")"
+  echo "$out"
 }
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" <<<"$2"; }
 
-# Both answer before measuring (a short run each).
-DURATION=1 run bench-off 1 >/dev/null
-DURATION=1 run bench-e2e 1 sealed >/dev/null
+# probe ID [sealed]: waits (20 s at most) until the homd on ID answers.
+probe() {
+  local i args=(--port "$broker_port" --id "$1" -c 1 -d 0.2 --warmup 0 --timeout 1)
+  [[ ${2:-} == sealed ]] && args+=(--identity "$tmp/user" --known-devices "$tmp/known_devices")
+  for ((i = 0; i < 20; i++)); do
+    "$E2E_LOAD" "${args[@]}" >/dev/null 2>&1 && return 0
+  done
+  die "no reply from homd on $1: $(cat "$tmp/homd-$1.log")"
+}
+probe bench-off
+probe bench-e2e sealed
 
 off1=$(run bench-off 1)
 e2e1=$(run bench-e2e 1 sealed)

@@ -41,7 +41,7 @@ struct Shared {
 int main(int argc, char** argv) {
   CLI::App app{"hom-e2e-load: closed-loop calls through the Requester, clear or sealed"};
   int port = 1883, concurrency = 1, qos = 1;
-  double duration_s = 10, warmup_s = 1;
+  double duration_s = 10, warmup_s = 1, timeout_s = 10;
   std::string id = "itsme", identity, known_devices;
   app.add_option("--port", port);
   app.add_option("--id", id);
@@ -49,6 +49,7 @@ int main(int argc, char** argv) {
   app.add_option("-q", qos)->check(CLI::Range(0, 2));
   app.add_option("-d", duration_s);
   app.add_option("--warmup", warmup_s);
+  app.add_option("--timeout", timeout_s, "seconds a call may take");
   app.add_option("--identity", identity);
   app.add_option("--known-devices", known_devices);
   CLI11_PARSE(app, argc, argv);
@@ -91,7 +92,7 @@ int main(int argc, char** argv) {
     call.path = hom::bench::kLatitudePath;
     call.request.req_id = hom::RawJson::of("l" + std::to_string(seq++));
     call.qos = qos;
-    call.timeout = std::chrono::seconds(10);
+    call.timeout = std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000));
     call.listen_mirrored = false;
     call.sealer = sealer;
     const auto sent = Clock::now();
