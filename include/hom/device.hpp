@@ -22,6 +22,8 @@ class MessageFilter : public Publisher {
   virtual void set_downstream(Publisher& downstream) = 0;
   // A message from the session; what the bridge is to serve goes on to `next`.
   virtual void on_message(InboundMessage&& message, Bridge& next) = 0;
+  // Hands what it holds on to the bridge and stops taking messages (before the bridge stops).
+  virtual void stop() {}
 };
 
 // Owns the session and the bridge. run() and stop() are called from one thread (main);

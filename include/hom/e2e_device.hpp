@@ -20,13 +20,16 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <unordered_map>
+#include <vector>
 
 #include "hom/config.hpp"
 #include "hom/device.hpp"
@@ -45,6 +48,7 @@ class E2eDevice : public MessageFilter {
 
   void set_downstream(Publisher& downstream) override { downstream_ = &downstream; }
   void on_message(InboundMessage&& message, Bridge& next) override;
+  void stop() override;
 
   bool fits(const OutboundMessage& message) const override;
   std::size_t payload_room(const OutboundMessage& message) const override;
@@ -65,9 +69,20 @@ class E2eDevice : public MessageFilter {
     std::chrono::steady_clock::time_point at;
   };
 
+  // A sealed request waiting for the gate (decryption, signature, the replay guard's
+  // fdatasync): on its own threads, so that the MQTT callback never waits for them and
+  // requests admitted together share one fdatasync.
+  struct Job {
+    InboundMessage message;
+    std::string hash;
+    Bridge* next = nullptr;
+  };
+
   E2eDevice(const Config& config, SshPrivateKey key, Authorizer authorizer,
             std::unique_ptr<ReplayGuard> guard, std::size_t authorized);
   void on_sealed(InboundMessage&& message, Bridge& next);
+  void admit(Job& job);
+  void admitter_main();
   void refuse(const InboundMessage& message, int status, const std::string& reason,
               const std::optional<OpenedRequest>& opened);
   void refuse_plain(const InboundMessage& message);
@@ -93,6 +108,10 @@ class E2eDevice : public MessageFilter {
   std::unordered_map<std::string, Cached> replies_;   // request hash -> reply; guarded by mu_
   std::deque<std::string> order_;                     // hashes, oldest first; guarded by mu_
   std::size_t cached_bytes_ = 0;                      // guarded by mu_
+  std::deque<Job> jobs_;                              // guarded by mu_
+  bool stopping_ = false;                             // guarded by mu_
+  std::condition_variable jobs_cv_;
+  std::vector<std::thread> admitters_;  // started by the constructor, joined by stop()
 };
 
 }  // namespace hom

@@ -49,6 +49,7 @@ Device::Device(const Config& config, std::unique_ptr<MessageFilter> filter)
 
 Device::~Device() {
   ready_ = nullptr;  // the session (destroyed last) may still deliver a message
+  if (gate_) gate_->stop();
   bridge_->stop(std::chrono::milliseconds(0));
 }
 
@@ -78,6 +79,7 @@ void Device::run(const std::atomic<bool>& stop, const std::function<void()>& tic
 void Device::wake() { session_.wake(); }
 
 void Device::stop() {
+  if (gate_) gate_->stop();
   bridge_->stop(config_.shutdown_grace);
   // No UNSUBSCRIBE: the broker keeps the session (and what arrives meanwhile) for the next
   // start. What the bridge answered is delivered before the offline presence.

@@ -1,5 +1,6 @@
 #include "hom/e2e_device.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -108,9 +109,11 @@ E2eDevice::E2eDevice(const Config& config, SshPrivateKey key, Authorizer authori
       authorized_(authorized),
       guard_(std::move(guard)),
       gate_(std::move(key), config.topics.id, config.topics.start, std::move(authorizer), *guard_) {
+  for (int i = 0; i < std::max(2, config.workers); ++i)
+    admitters_.emplace_back([this] { admitter_main(); });
 }
 
-E2eDevice::~E2eDevice() = default;
+E2eDevice::~E2eDevice() { stop(); }
 
 std::string E2eDevice::describe() const {
   return std::string("end-to-end mode ") + to_string(config_.e2e.mode) + ": device key " +
@@ -164,11 +167,19 @@ void E2eDevice::on_sealed(InboundMessage&& message, Bridge& next) {
     const auto it = replies_.find(hash);
     if (it != replies_.end()) {
       if (!it->second.done) {
-        spdlog::info("sealed request {}: a copy of a running request, answered once",
+        spdlog::info("sealed request {}: a copy of a waiting or running request, answered once",
                      hash.substr(0, 16));
         return;
       }
       again = it->second.reply;
+    } else if (!stopping_ && jobs_.size() < config_.queue_max + admitters_.size()) {
+      // From now on a copy is answered with this request's reply, not refused as a replay.
+      auto& entry = replies_[hash];
+      entry.at = std::chrono::steady_clock::now();
+      order_.push_back(hash);
+      jobs_.push_back(Job{std::move(message), hash, &next});
+      jobs_cv_.notify_one();
+      return;
     }
   }
   if (again) {
@@ -177,20 +188,57 @@ void E2eDevice::on_sealed(InboundMessage&& message, Bridge& next) {
     downstream_->publish(std::move(*again));
     return;
   }
+  refuse(message, 503, "overloaded: too many sealed requests waiting (QUEUE_MAX)", std::nullopt);
+}
+
+void E2eDevice::admitter_main() {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    jobs_cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+    if (jobs_.empty()) return;  // stopping, and every job is handed on
+    Job job = std::move(jobs_.front());
+    jobs_.pop_front();
+    lock.unlock();
+    admit(job);
+    lock.lock();
+  }
+}
+
+void E2eDevice::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  jobs_cv_.notify_all();
+  for (auto& t : admitters_) t.join();
+  admitters_.clear();
+}
+
+void E2eDevice::admit(Job& job) {
+  InboundMessage& message = job.message;
+  Bridge& next = *job.next;
+  const auto forget = [&] {
+    // Refused: a later copy goes through the gate again (and is refused as a replay).
+    std::lock_guard<std::mutex> lock(mu_);
+    replies_.erase(job.hash);
+  };
   auto verdict = gate_.admit(message.payload, message.properties, unix_now());
   if (verdict.status != 0) {
+    forget();
     refuse(message, verdict.status, verdict.reason, verdict.request);
     return;
   }
   OpenedRequest& opened = *verdict.request;
   const SignedRequest& r = opened.request;
   if (!is_token(r.verb)) {
+    forget();
     refuse(message, 405, "verb '" + printable(r.verb) + "' is not an HTTP method", opened);
     return;
   }
   Pending pending{opened, r.response_topic.empty() ? reply_topic_ : r.response_topic, std::nullopt};
   if (!r.correlation_data.empty()) pending.correlation_data = r.correlation_data;
   if (!valid_reply_topic(pending.reply_topic)) {
+    forget();
     refuse(message, 400,
            "Response Topic '" + printable(r.response_topic) + "' is not under " +
                policy_.topics.response_prefix(),
@@ -208,9 +256,6 @@ void E2eDevice::on_sealed(InboundMessage&& message, Bridge& next) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.emplace(token, std::move(pending));
-    auto& entry = replies_[hash];
-    entry.at = std::chrono::steady_clock::now();
-    order_.push_back(hash);
   }
   next.on_message(std::move(inner));
 }
