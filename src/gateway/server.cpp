@@ -288,7 +288,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                   });
       }
     };
-    call.stream = std::move(stream);
+    call.sealer = server_->config.sealer;
+    if (!call.sealer) call.stream = std::move(stream);  // a sealed call is answered at once
     ++server_->in_flight;
     server_->requester.start(std::move(call), [self = shared_from_this()](Requester::Result res) {
       // On Paho's or the requester's thread: hand over to this connection's strand.

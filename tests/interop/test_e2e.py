@@ -239,6 +239,39 @@ class E2eTest(InteropTest):
         self.assertIn("403", denied.stderr)
         self.assertEqual(self.api_server.count("POST", "/echo/x"), 0)
 
+    def test_gateway_seals_with_its_identity(self):
+        import urllib.request
+        port = harness.free_port()
+        gateway = self.process(
+            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
+            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
+                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
+                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                             GATEWAY_IDENTITY_FILE=self.keys["limited"],
+                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
+            "gateway")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def get(path):
+            try:
+                with opener.open(f"http://127.0.0.1:{port}{path}", timeout=20) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except OSError:
+                self.assertTrue(gateway.running(), gateway.log())
+                return None, b""
+
+        status, body = harness.wait_until(
+            lambda: (lambda r: r if r[0] == 200 else None)(get(f"/{DEVICE}/gps/latitude")),
+            what="a sealed call through the gateway")
+        self.assertEqual(json.loads(body), {"latitude": 48.8584})
+        # The gateway's key may call GET /gps/** only (hom-allow): the device says 403.
+        self.assertEqual(get(f"/{DEVICE}/echo/x")[0], 403)
+        self.assertEqual(self.api_server.count("GET", "/echo/x"), 0)
+        self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
+                            for m in self.spy.all()))
+
     # ---- a hostile broker -----------------------------------------------------------
 
     def secret_call(self):
