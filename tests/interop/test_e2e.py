@@ -219,6 +219,24 @@ class E2eTest(InteropTest):
         res = self.spy.all(lambda m: m.topic.startswith("v1/res/"))
         self.assertEqual(len(res), 1, [m.topic for m in res])
 
+    def test_homd_fails_fast_on_a_bad_key_file(self):
+        self.tmp.write("bad_keys", "ssh-ed25519 AAAA-not-base64 user\n")
+        env = dict(self.daemon.env, HOM_AUTHORIZED_KEYS_FILE=self.tmp.file("bad_keys"),
+                   HOM_STATE_DIR=self.tmp.file("other-state"))
+        os.mkdir(self.tmp.file("other-state"))
+        bad = subprocess.run([harness.homd_bin()], env=env, capture_output=True, timeout=30)
+        self.assertEqual(bad.returncode, 2, bad)
+        self.assertIn(b"HOM_AUTHORIZED_KEYS_FILE", bad.stderr)
+        check = subprocess.run([harness.homd_bin(), "--check-config"], env=self.daemon.env,
+                               capture_output=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check)
+        self.assertIn(b"HOM_E2E=require\n", check.stdout)
+        # A second homd on the same state directory is refused: the nonces are one process's.
+        second = subprocess.run([harness.homd_bin()], env=self.daemon.env, capture_output=True,
+                                timeout=30)
+        self.assertEqual(second.returncode, 2, second)
+        self.assertIn(b"in use by another process", second.stderr)
+
     # ---- hom ------------------------------------------------------------------------
 
     def test_hom_identity_round_trip_and_plain_request_refused(self):
