@@ -49,19 +49,32 @@ start_homd() {
     MQTT_TLS=off MQTT_TOPIC_ID="$id" HTTP_BASE_URL="http://127.0.0.1:$api_port/" LOG_LEVEL=warn \
     WORKERS="$HOMD_WORKERS" "$@" "$HOMD" >"$tmp/homd-$id.log" 2>&1 &
   pids+=("$!")
+  homd_pid=$!
 }
 start_homd bench-off HOM_E2E=off
+off_pid=$homd_pid
 start_homd bench-e2e HOM_E2E=require HOM_DEVICE_KEY_FILE="$tmp/device" \
   HOM_AUTHORIZED_KEYS_FILE="$tmp/authorized_keys" HOM_STATE_DIR="$tmp/state"
+e2e_pid=$homd_pid
 
-# run ID C [sealed]: one JSON line.
+tck=$(getconf CLK_TCK)
+# run ID C [sealed]: one JSON line; sets cpu_ms: homd's CPU per request (ms).
 run() {
+  local pid=$off_pid cpu0 cpu1
+  [[ $1 == bench-e2e ]] && pid=$e2e_pid
+  read -r _ _ _ cpu0 _ <<<"$(sample "$pid")"
   local args=(--port "$broker_port" --id "$1" -c "$2" -q "$QOS" -d "$DURATION")
   [[ ${3:-} == sealed ]] && args+=(--identity "$tmp/user" --known-devices "$tmp/known_devices")
   local out
   out=$("$E2E_LOAD" "${args[@]}" 2>>"$tmp/load.err") ||
     die "hom-e2e-load failed on $1: $out $(tail -3 "$tmp/load.err") $(tail -5 "$tmp/homd-$1.log")"
-  echo "$out"
+  read -r _ _ _ cpu1 _ <<<"$(sample "$pid")"
+  # The warm-up's requests count too: homd's CPU over all replies of the run.
+  local n
+  n=$(jget ok "$out")
+  cpu_ms=$(awk -v t=$((cpu1 - cpu0)) -v h="$tck" -v n="$n" -v d="$DURATION" \
+    'BEGIN {printf "%.3f", (n > 0 ? t / h * 1000 / (n * (d + 1) / d) : 0)}')
+  result=$out
 }
 jget() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" <<<"$2"; }
 
@@ -77,10 +90,11 @@ probe() {
 probe bench-off
 probe bench-e2e sealed
 
-off1=$(run bench-off 1)
-e2e1=$(run bench-e2e 1 sealed)
-off64=$(run bench-off 64)
-e2e64=$(run bench-e2e 64 sealed)
+[[ -n ${E2E_HOOK:-} ]] && eval "$E2E_HOOK"
+run bench-off 1 && off1=$result cpu_off1=$cpu_ms
+run bench-e2e 1 sealed && e2e1=$result cpu_e2e1=$cpu_ms
+run bench-off 64 && off64=$result cpu_off64=$cpu_ms
+run bench-e2e 64 sealed && e2e64=$result cpu_e2e64=$cpu_ms
 
 p50_off=$(jget p50_us "$off1")
 p50_e2e=$(jget p50_us "$e2e1")
@@ -100,5 +114,7 @@ printf '| p90 at c=1 (µs) | %.0f | %.0f | | |\n' "$(jget p90_us "$off1")" "$(jg
 printf '| throughput at c=64 (/s) | %.0f | %.0f | ≥ 60 %% (%s %%) | %s |\n' \
   "$tp_off" "$tp_e2e" "$ratio" "$(verdict "$(awk -v r="$ratio" 'BEGIN {print (r >= 60)}')")"
 printf '| p50 at c=64 (µs) | %.0f | %.0f | | |\n' "$(jget p50_us "$off64")" "$(jget p50_us "$e2e64")"
+printf '| homd CPU per request at c=1, c=64 (ms) | %s, %s | %s, %s | | |\n' "$cpu_off1" "$cpu_off64" \
+  "$cpu_e2e1" "$cpu_e2e64"
 printf '| errors (c=1, c=64) | %s, %s | %s, %s | 0 | |\n' "$(jget errors "$off1")" \
   "$(jget errors "$off64")" "$(jget errors "$e2e1")" "$(jget errors "$e2e64")"
