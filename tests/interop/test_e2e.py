@@ -84,7 +84,8 @@ class E2eTest(InteropTest):
             'hom-allow="GET /gps/**" ' + self.pub("limited") + " limited\n",
         ]))
         self.tmp.write("known_devices",
-                       f"{DEVICE} {self.pub('device')}\n{OTHER} {self.pub('other-device')}\n")
+                       f"{DEVICE} {self.pub('device')}\n{OTHER} {self.pub('other-device')}\n"
+                       f"acc {self.pub('device')}\n")
         self.tmp.write("script.sh", REQUEST_SCRIPT)
         self.state = self.tmp.file("state")
         os.mkdir(self.state)
@@ -107,8 +108,8 @@ class E2eTest(InteropTest):
         with open(self.keys[name] + ".pub", encoding="utf-8") as f:
             return " ".join(f.read().split()[:2])
 
-    def start_homd(self, device=DEVICE, key="device", state=None):
-        homd = self.homd(self.broker.port, self.api_server.url, device, HOM_E2E="require",
+    def start_homd(self, device=DEVICE, key="device", state=None, mode="require"):
+        homd = self.homd(self.broker.port, self.api_server.url, device, HOM_E2E=mode,
                          HOM_DEVICE_KEY_FILE=self.keys[key],
                          HOM_AUTHORIZED_KEYS_FILE=self.tmp.file("authorized_keys"),
                          HOM_STATE_DIR=state or self.state)
@@ -116,16 +117,16 @@ class E2eTest(InteropTest):
         homd.process.wait_for_log("subscribed to ")
         return homd
 
-    def hom(self, *args, identity="user", timeout=30.0):
-        env = harness.hom_env(self.broker.port)
+    def hom(self, *args, identity="user", timeout=30.0, **env_extra):
+        env = harness.hom_env(self.broker.port, **env_extra)
         extra = []
         if identity:
             extra = ["--identity", self.keys[identity],
                      "--known-devices", self.tmp.file("known_devices")]
         return harness.run_hom([*extra, "--timeout", "20s", *args], env, timeout=timeout)
 
-    def hom_background(self, *args, identity="user"):
-        env = harness.hom_env(self.broker.port)
+    def hom_background(self, *args, identity="user", **env_extra):
+        env = harness.hom_env(self.broker.port, **env_extra)
         return self.process(
             [harness.hom_bin(), "--identity", self.keys[identity], "--known-devices",
              self.tmp.file("known_devices"), "--timeout", "20s", *args], env, "hom")
@@ -248,6 +249,30 @@ class E2eTest(InteropTest):
         self.assertIn("401", plain.stderr)
         self.assertIn("HOM_E2E=require", plain.stderr)
         self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 1)
+
+    def test_hom_over_mqtt_311_matches_sealed_replies_by_opening_them(self):
+        first = self.hom("get", DEVICE, "gps/latitude", MQTT_VERSION="3.1.1")
+        self.assertEqual(first.returncode, 0, first)
+        self.assertEqual(json.loads(first.stdout), {"latitude": 48.8584})
+        # Two requesters at once on the shared v1/res/itsme/@sealed topic: each takes its own.
+        a = self.hom_background("get", DEVICE, "echo/a", MQTT_VERSION="3.1.1")
+        b = self.hom_background("get", DEVICE, "echo/b", identity="user2", MQTT_VERSION="3.1.1")
+        self.assertEqual(a.wait_exit(30), 0, a.log())
+        self.assertEqual(b.wait_exit(30), 0, b.log())
+        self.assertIn('"/echo/a"', a.log())
+        self.assertIn('"/echo/b"', b.log())
+
+    def test_accept_mode_serves_plain_and_sealed(self):
+        os.mkdir(self.tmp.file("state-acc"))
+        self.start_homd(device="acc", state=self.tmp.file("state-acc"), mode="accept")
+        plain = self.hom("get", "acc", "gps/latitude", identity=None)
+        self.assertEqual(plain.returncode, 0, plain)
+        sealed = self.hom("get", "acc", "gps/latitude")
+        self.assertEqual(sealed.returncode, 0, sealed)
+        stranger = self.hom("get", "acc", "gps/latitude", identity="stranger")
+        self.assertEqual(stranger.returncode, 60, stranger)  # a clear 401: unauthenticated
+        self.assertIn("answered in clear, unauthenticated: 401", stranger.stderr)
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 2)
 
     def test_hom_allow_403(self):
         ok = self.hom("get", DEVICE, "gps/latitude", identity="limited")
