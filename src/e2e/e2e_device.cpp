@@ -188,7 +188,14 @@ void E2eDevice::on_sealed(InboundMessage&& message, Bridge& next) {
     downstream_->publish(std::move(*again));
     return;
   }
-  refuse(message, 503, "overloaded: too many sealed requests waiting (QUEUE_MAX)", std::nullopt);
+  bool stopping = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping = stopping_;
+  }
+  refuse(message, 503,
+         stopping ? "shutting down" : "overloaded: too many sealed requests waiting (QUEUE_MAX)",
+         std::nullopt);
 }
 
 void E2eDevice::admitter_main() {
