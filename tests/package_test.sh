@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Builds the .deb from this build tree (cpack), unpacks it into a throwaway root with
 # dpkg -x and checks its files, its control data and that the binaries run.
-#   tests/package_test.sh BUILD_DIR
+#   tests/package_test.sh BUILD_DIR                 the build machine's package
+#   tests/package_test.sh BUILD_DIR ARCH EMULATOR   a cross build's (cmake/toolchain-*.cmake):
+#                                                   its binaries run under qemu-user
 set -euo pipefail
 build=$1
+arch=${2:-$(dpkg --print-architecture)}
+run=()
+[[ -n ${3:-} ]] && run=("$3")
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 
@@ -28,6 +33,8 @@ done
 # Runtime dependencies: Debian's shared-library packages, found by dpkg-shlibdeps. Boost.Beast
 # and Asio are header-only, so no Boost package may appear; and every library a binary loads
 # must come from a package named in Depends.
+[[ $(dpkg-deb -f "$deb" Architecture) == "$arch" ]] ||
+  fail "Architecture: $(dpkg-deb -f "$deb" Architecture), expected $arch"
 info=$(dpkg-deb --info "$deb")
 depends=$(dpkg-deb -f "$deb" Depends)
 [[ "$info" == *"Depends: "* ]] || fail "dpkg-deb --info shows no Depends"
@@ -39,7 +46,9 @@ depends_names=$(tr ',' '\n' <<<"$depends" | awk '{print $1}')
 for bin in homd hom hom-gateway; do
   while read -r soname; do
     [[ $soname == *boost* ]] && fail "$bin loads $soname: Boost must stay header-only"
-    owners=$(dpkg-query -S "*/$soname" 2>/dev/null | cut -d: -f1 | tr ',' '\n' | tr -d ' ' | sort -u)
+    # The target's copy of the library (libfoo:arm64 in a cross build), named without ":ARCH".
+    owners=$(dpkg-query -S "*/$soname" 2>/dev/null | grep -E "^[^:,]+(:$arch)?(: |, )" |
+      cut -d: -f1 | tr ',' '\n' | tr -d ' ' | sort -u || true)
     [[ -n $owners ]] || fail "$bin needs $soname, which no installed package provides"
     found=""
     for p in $owners; do
@@ -50,9 +59,9 @@ for bin in homd hom hom-gateway; do
   done < <(objdump -p "$root/fs/usr/bin/$bin" | awk '$1 == "NEEDED" {print $2}')
 done
 
-"$root/fs/usr/bin/homd" --version | grep -q '^homd ' || fail "homd --version"
-"$root/fs/usr/bin/hom" --version | grep -q '^hom ' || fail "hom --version"
-"$root/fs/usr/bin/hom-gateway" --version | grep -q '^hom-gateway ' || fail "hom-gateway --version"
+"${run[@]}" "$root/fs/usr/bin/homd" --version | grep -q '^homd ' || fail "homd --version"
+"${run[@]}" "$root/fs/usr/bin/hom" --version | grep -q '^hom ' || fail "hom --version"
+"${run[@]}" "$root/fs/usr/bin/hom-gateway" --version | grep -q '^hom-gateway ' || fail "hom-gateway --version"
 for unit in homd hom-gateway; do
   grep -q '^Type=notify' "$root/fs/usr/lib/systemd/system/$unit.service" ||
     fail "$unit.service is not Type=notify"
@@ -62,7 +71,7 @@ done
 # shellcheck disable=SC2016  # expanded by the inner shell
 check_gateway() {
   env -i bash -c 'set -a; . "$1"; shift; exec "$@"' _ "$root/fs/etc/hom-gateway/hom-gateway.env" \
-    "$@" "$root/fs/usr/bin/hom-gateway" --check-config
+    "$@" "${run[@]}" "$root/fs/usr/bin/hom-gateway" --check-config
 }
 check_gateway env GATEWAY_AUTH=none >"$root/check.out" 2>&1 ||
   fail "hom-gateway --check-config with GATEWAY_AUTH=none: exit $?: $(cat "$root/check.out")"

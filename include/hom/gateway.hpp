@@ -30,7 +30,9 @@ struct GatewayConfig {
   std::string host_suffix;  // host routing: "{device}{suffix}"
   std::chrono::milliseconds timeout{30000};
   std::size_t max_inflight = 10000;
-  std::size_t max_body_bytes = 1024 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;  // a body held in memory (small, or chunked)
+  // A body with a Content-Length over 64 KiB streams to the device (SPEC §7) up to this.
+  std::uint64_t max_upload_bytes = 1ULL << 30;
   std::size_t max_header_bytes = 16 * 1024;
   std::size_t max_connections = 20000;
   std::chrono::milliseconds idle_timeout{60000};     // keep-alive without a request

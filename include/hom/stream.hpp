@@ -95,6 +95,11 @@ StreamMessage decode_stream_message(std::string_view payload, const UserProperti
 // `binary`: raw bytes; else base64 in JSON. 0 when not even a small chunk fits.
 std::size_t chunk_capacity(std::size_t max_packet, std::size_t empty_message_bytes, bool binary);
 
+// The most data bytes per chunk when packets are capped at `max_message_bytes`
+// (MQTT_MAX_MESSAGE_BYTES, 256 KiB by default, also when the broker names no limit of its
+// own), for a message whose topic and properties take `topic_and_properties` bytes.
+std::size_t chunk_cap(std::size_t max_message_bytes, std::size_t topic_and_properties, bool binary);
+
 // Incremental SHA-256 (OpenSSL), hex digest.
 class Sha256 {
  public:

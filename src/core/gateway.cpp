@@ -111,6 +111,8 @@ GatewayConfig load_gateway_config(const Env& env) {
       static_cast<std::size_t>(integer(env, "GATEWAY_MAX_INFLIGHT", 10000, 1, 10000000));
   c.max_body_bytes =
       static_cast<std::size_t>(integer(env, "GATEWAY_MAX_BODY_BYTES", 1024 * 1024, 0, 1LL << 32));
+  c.max_upload_bytes =
+      static_cast<std::uint64_t>(integer(env, "GATEWAY_MAX_UPLOAD_BYTES", 1LL << 30, 0, 1LL << 50));
   c.max_header_bytes = static_cast<std::size_t>(
       integer(env, "GATEWAY_MAX_HEADER_BYTES", 16 * 1024, 1024, 1024 * 1024));
   c.max_connections =
@@ -162,6 +164,7 @@ std::vector<std::pair<std::string, std::string>> describe(const GatewayConfig& c
       {"GATEWAY_TIMEOUT_MS", std::to_string(c.timeout.count())},
       {"GATEWAY_MAX_INFLIGHT", std::to_string(c.max_inflight)},
       {"GATEWAY_MAX_BODY_BYTES", std::to_string(c.max_body_bytes)},
+      {"GATEWAY_MAX_UPLOAD_BYTES", std::to_string(c.max_upload_bytes)},
       {"GATEWAY_MAX_HEADER_BYTES", std::to_string(c.max_header_bytes)},
       {"GATEWAY_MAX_CONNECTIONS", std::to_string(c.max_connections)},
       {"GATEWAY_IDLE_TIMEOUT_MS", std::to_string(c.idle_timeout.count())},

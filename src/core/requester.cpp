@@ -225,6 +225,9 @@ struct Requester::Impl {
     const std::size_t room = session.payload_room(probe);
     std::size_t bytes = chunk_capacity(room + probe.payload.size(), probe.payload.size(), binary);
     if (device_max) bytes = std::min(bytes, device_max);
+    // Within MQTT_MAX_MESSAGE_BYTES (256 KiB by default) even when the broker names no limit.
+    bytes = std::min(
+        bytes, chunk_cap(max_message, f.request_topic.size() + f.correlation.size() + 16, binary));
     return bytes;
   }
 
@@ -281,6 +284,7 @@ struct Requester::Impl {
 
   Impl(const MqttConfig& mqtt, std::string s)
       : start(std::move(s)),
+        max_message(mqtt.max_message_bytes),
         session(
             requester_options(mqtt), [this](InboundMessage&& m) { on_message(std::move(m)); },
             [this] { on_connected(); }) {
@@ -565,6 +569,7 @@ struct Requester::Impl {
   }
 
   const std::string start;
+  const std::size_t max_message;             // MQTT_MAX_MESSAGE_BYTES: caps upload chunks
   const std::string instance = random_id();  // names this requester's reply topics
 
   std::mutex mu;

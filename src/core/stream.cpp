@@ -240,6 +240,11 @@ std::size_t chunk_capacity(std::size_t max_packet, std::size_t empty_message_byt
   return room < kMinChunkBytes ? 0 : room;
 }
 
+std::size_t chunk_cap(std::size_t max_message_bytes, std::size_t topic_and_properties,
+                      bool binary) {
+  return chunk_capacity(max_message_bytes, topic_and_properties, binary);
+}
+
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
     throw std::runtime_error("SHA-256 is not available");
@@ -294,6 +299,9 @@ Reassembler::Status Reassembler::add(Chunk chunk, std::vector<std::string>& read
         !early_.empty() && early_.rbegin()->second.last && chunk.seq > early_.rbegin()->first;
     if (after_last || (chunk.last && !early_.empty() && early_.rbegin()->first > chunk.seq))
       return fail("chunk " + std::to_string(chunk.seq) + " after the last chunk");
+    if (chunk.last && chunk.total < bytes_)
+      return fail("length mismatch: the sender declared " + std::to_string(chunk.total) +
+                  " bytes, " + std::to_string(bytes_) + " arrived");
     early_.emplace(chunk.seq, std::move(chunk));
     return Status::kAccepted;
   }
@@ -311,6 +319,14 @@ Reassembler::Status Reassembler::release(Chunk& chunk, std::vector<std::string>&
     return fail("the sender reported an error: " + chunk.error);
   if (max_total_ && chunk.data.size() > max_total_ - std::min(max_total_, bytes_))
     return fail("the body exceeds its limit of " + std::to_string(max_total_) + " bytes");
+  // Once the last chunk is known (held early), nothing beyond its total is released.
+  const Chunk* end = chunk.last                                        ? &chunk
+                     : !early_.empty() && early_.rbegin()->second.last ? &early_.rbegin()->second
+                                                                       : nullptr;
+  if (end && chunk.data.size() > end->total - std::min(end->total, bytes_))
+    return fail("length mismatch: more than the " + std::to_string(end->total) +
+                " bytes the sender declared");
+  if (chunk.last && !early_.empty()) return fail("chunks after the last chunk");
   sha_->update(chunk.data);
   bytes_ += chunk.data.size();
   ++next_;
@@ -320,7 +336,6 @@ Reassembler::Status Reassembler::release(Chunk& chunk, std::vector<std::string>&
                   " bytes, " + std::to_string(bytes_) + " arrived");
     if (sha_->hex() != chunk.sha256) return fail("SHA-256 mismatch: the body is corrupt");
     complete_ = true;
-    if (!early_.empty()) return fail("chunks after the last chunk");
   }
   if (!chunk.data.empty()) ready.push_back(std::move(chunk.data));
   return Status::kAccepted;

@@ -168,9 +168,11 @@ bool StreamTransfer::finish(const HttpResult& result, bool force) {
     send_head();
   }
   if (result.outcome != HttpResult::Outcome::kResponse) {
-    // The window no longer matters: the requester must learn the stream ended.
-    send_chunk(std::exchange(pending_, {}), true,
-               result.reason.empty() ? "the call failed" : result.reason);
+    // The window no longer matters: the requester must learn the stream ended. The bytes
+    // not sent are dropped (a receiver discards an error chunk's data): they may be more
+    // than a chunk, and would not fit the packet.
+    pending_.clear();
+    send_chunk({}, true, result.reason.empty() ? "the call failed" : result.reason);
     return true;
   }
   // The rest of the body, as the window allows; the last chunk carries length and digest.
@@ -178,7 +180,8 @@ bool StreamTransfer::finish(const HttpResult& result, bool force) {
     pump();
     if (pending_.size() <= chunk_bytes_ && window_.open()) break;
     publish_outbox(lock);
-    if (pending_.size() <= chunk_bytes_ && window_.open()) break;
+    // An acknowledgement that came while publishing (unlocked) notified nobody: pump again.
+    if (window_.open()) continue;
     const auto deadline = progress_ + options_.stall;
     if (now_() >= deadline) {
       send_chunk({}, true, "the requester stopped acknowledging chunks");

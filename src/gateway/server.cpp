@@ -181,11 +181,93 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                                 });
   }
 
+  // The head first: a body with a Content-Length over kStreamAbove streams to the device as
+  // the device asks for it (flow control end to end); a smaller or chunked one is read whole.
   void read_request() {
     arm(server_->config.request_timeout);
+    parser_->body_limit(
+        std::max<std::uint64_t>(server_->config.max_body_bytes, server_->config.max_upload_bytes));
+    http::async_read_header(
+        stream_, buffer_, *parser_,
+        [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_header(ec); });
+  }
+
+  void on_header(beast::error_code ec) {
+    if (ec) return on_read(ec);
+    const auto length = parser_->content_length();
+    const auto& config = server_->config;
+    const bool stream = length && *length > kStreamAbove && *length <= config.max_upload_bytes;
+    if (!stream && length && *length > config.max_body_bytes)
+      return on_read(http::error::body_limit);
+    // A client that waits for "100 Continue" before its body (curl does for large ones).
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue") && length &&
+        *length > 0) {
+      auto interim = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
+                                                                        parser_->get().version());
+      return http::async_write(
+          stream_, *interim,
+          [self = shared_from_this(), interim, stream](beast::error_code ec, std::size_t) {
+            if (ec) return self->close();
+            self->read_body(stream);
+          });
+    }
+    read_body(stream);
+  }
+
+  void read_body(bool stream) {
+    if (stream) {
+      timer_.cancel();
+      first_ = false;
+      started_ = Clock::now();
+      upload_.emplace(std::move(*parser_));
+      upload_length_ = *upload_->content_length();
+      upload_failed_ = false;
+      request_ = {};
+      request_.base() = upload_->get().base();
+      stream_.expires_never();
+      return handle();
+    }
+    parser_->body_limit(server_->config.max_body_bytes);
     http::async_read(
         stream_, buffer_, *parser_,
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+  }
+
+  // The device's next ask for upload bytes: a piece of `max` bytes (or the rest), read
+  // straight from the client's socket.
+  void read_upload(std::size_t max, Requester::Call::Stream::Give give) {
+    if (!upload_ || upload_failed_) return;
+    if (upload_->is_done()) return give({}, true);
+    auto piece = std::make_shared<std::string>(max, '\0');
+    // Reads of up to 64 KiB (Beast sizes them by the buffer's free capacity).
+    buffer_.reserve(64 * 1024);
+    fill_upload(piece, 0, std::move(give));
+  }
+
+  void fill_upload(std::shared_ptr<std::string> piece, std::size_t got,
+                   Requester::Call::Stream::Give give) {
+    upload_->get().body().data = piece->data() + got;
+    upload_->get().body().size = piece->size() - got;
+    upload_->get().body().more = true;
+    stream_.expires_after(server_->config.request_timeout);  // a client that stops sending
+    http::async_read_some(
+        stream_, buffer_, *upload_,
+        [self = shared_from_this(), piece, got, give](beast::error_code ec, std::size_t) mutable {
+          self->stream_.expires_never();
+          if (ec == http::error::need_buffer) ec = {};
+          if (ec || !self->upload_) {
+            // The client went away or sent garbage: the device's upload stalls and ends
+            // with an error; nothing complete is claimed.
+            self->upload_failed_ = true;
+            return;
+          }
+          const std::size_t total = piece->size() - self->upload_->get().body().size;
+          const bool last = self->upload_->is_done();
+          if (!last && total < piece->size())
+            return self->fill_upload(std::move(piece), total, std::move(give));
+          piece->resize(total);
+          give(std::move(*piece), last);
+        });
   }
 
   // Cancels what the socket is waiting for once `d` has passed (timed_out_ says so).
@@ -266,16 +348,27 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       timeout = std::min(timeout, *asked);
     }
     Requester::Call call;
+    Requester::Call::Stream stream;
+    std::weak_ptr<Connection> weak = shared_from_this();
     call.device = device_;
     call.verb = method;
     call.path = r->path;
     call.timeout = timeout;
     call.listen_mirrored = false;
     call.request = to_envelope();
+    if (upload_) {
+      stream.upload_length = upload_length_;
+      stream.next_upload = [weak](std::size_t max, Requester::Call::Stream::Give give) {
+        if (auto self = weak.lock()) {
+          net::post(self->stream_.get_executor(), [self, max, give = std::move(give)]() mutable {
+            self->read_upload(max, std::move(give));
+          });
+        }
+      };
+    }
     // Protocol 1.1: a large or streaming reply is relayed as it arrives (SPEC §7). The
     // callbacks run on Paho's thread: each hands over to this connection's strand.
-    Requester::Call::Stream stream;
-    std::weak_ptr<Connection> weak = shared_from_this();
+
     stream.on_head = [weak](const ReplyEnvelope& head) {
       if (auto self = weak.lock())
         net::post(self->stream_.get_executor(), [self, head] { self->on_stream_head(head); });
@@ -359,7 +452,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     } else {
       stream_keep_alive_ = false;
     }
-    stream_keep_alive_ = stream_keep_alive_ && request_.keep_alive() && !server_->draining;
+    stream_keep_alive_ = stream_keep_alive_ && request_.keep_alive() && !server_->draining &&
+                         !(upload_ && !upload_->is_done());
     res->keep_alive(stream_keep_alive_);
     auto sr = std::make_shared<http::response_serializer<http::empty_body>>(*res);
     writing_ = true;
@@ -450,6 +544,10 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   void on_result(Requester::Result result) {
     --server_->in_flight;
     if (server_->in_flight == 0) server_->idle_cv.notify_all();
+    // A streamed upload the device answered before taking all of it (a refusal, a failure):
+    // the rest of the body is still on the connection, so it closes after the response.
+    if (upload_ && !upload_->is_done()) upload_unread_ = true;
+    upload_.reset();
     if (streaming_) {
       log_stream(result.reply.status, result);
       if (result.outcome != Requester::Outcome::kReply) return abort_stream();
@@ -517,6 +615,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
 
   void send(Response res, bool keep_alive = true) {
     res.set(http::field::server, kServerName);
+    if (std::exchange(upload_unread_, false)) keep_alive = false;
     keep_alive = keep_alive && request_.keep_alive() && !server_->draining;
     res.keep_alive(keep_alive);
     frame(res);
@@ -609,6 +708,12 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   bool stream_done_ = false;  // the requester reported the end: write the rest, then finish
   bool stream_keep_alive_ = true;
   std::deque<std::pair<std::string, std::function<void()>>> pending_writes_;
+  // A streamed upload (a body with a Content-Length over kStreamAbove).
+  static constexpr std::uint64_t kStreamAbove = 64 * 1024;
+  std::optional<http::request_parser<http::buffer_body>> upload_;
+  std::uint64_t upload_length_ = 0;
+  bool upload_failed_ = false;
+  bool upload_unread_ = false;
 };
 
 void Server::Impl::accept() {

@@ -400,6 +400,7 @@ int main(int argc, char** argv) {
         };
       }
       call.request.include_headers = true;  // Content-Length for the progress bar
+      call.request.raw = true;              // the body's bytes as the API sent them
       call.stream = std::move(s);
     }
     const auto discard = [&] {

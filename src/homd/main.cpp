@@ -1,6 +1,8 @@
 // homd: serves a device's local HTTP API to requests arriving over MQTT.
-#include <malloc.h>
 #include <systemd/sd-daemon.h>
+#if defined(HOM_HAVE_MALLOC_TRIM) || defined(HOM_HAVE_M_ARENA_MAX)
+#include <malloc.h>  // glibc's allocator tuning; CMakeLists.txt checks for each call
+#endif
 
 #include <csignal>
 #include <cstdlib>
@@ -55,7 +57,9 @@ int main(int argc, char** argv) {
 
   // A device daemon: two malloc arenas instead of one per thread (8 x cores) keep the
   // footprint small; the main loop hands freed memory back after bursts (malloc_trim).
+#ifdef HOM_HAVE_M_ARENA_MAX
   mallopt(M_ARENA_MAX, 2);
+#endif
   hom::setup_daemon_logging("homd", config.log_level);
   hom::block_stop_signals();  // before any thread starts
   hom::http_global_init();
@@ -105,7 +109,9 @@ int main(int argc, char** argv) {
     }
     const auto now = std::chrono::steady_clock::now();
     if (now - last_trim >= std::chrono::seconds(10) && stats.answered != answered_at_trim) {
+#ifdef HOM_HAVE_MALLOC_TRIM
       malloc_trim(0);  // after a burst, give the pages back instead of keeping the peak
+#endif
       last_trim = now;
       answered_at_trim = stats.answered;
     }

@@ -22,7 +22,7 @@ if ! [[ "$seconds" =~ ^[1-9][0-9]*$ ]]; then
 fi
 build="${BUILD_DIR:-$root/build-fuzz}"
 [[ "$build" = /* ]] || build="$root/$build"
-read -r -a targets <<<"${FUZZ_TARGETS:-fuzz_topic fuzz_request fuzz_path fuzz_response fuzz_base64 fuzz_cli fuzz_gateway fuzz_ssh_keys fuzz_sealed}"
+read -r -a targets <<<"${FUZZ_TARGETS:-fuzz_topic fuzz_request fuzz_path fuzz_response fuzz_base64 fuzz_cli fuzz_gateway fuzz_ssh_keys fuzz_sealed fuzz_stream}"
 parallel="${FUZZ_JOBS:-1}"
 read -r -a extra_flags <<<"${FUZZ_FLAGS:-}"
 

@@ -23,6 +23,8 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include "hom/stream.hpp"
+
 namespace hom::test {
 namespace {
 
@@ -425,6 +427,31 @@ std::string Mosquitto::log() const {
 // ---------------------------------------------------------------------------------------
 // ApiServer
 
+namespace {}  // namespace
+
+std::string pattern_bytes(std::uint64_t offset, std::size_t length) {
+  std::string out(length, '\0');
+  for (std::size_t i = 0; i < length; ++i) out[i] = static_cast<char>((offset + i) % 251);
+  return out;
+}
+
+std::string pattern_sha256(std::uint64_t size) {
+  Sha256 sha;
+  constexpr std::size_t kBlock = 251 * 4096;  // a whole number of periods
+  const std::string block = pattern_bytes(0, kBlock);
+  for (std::uint64_t done = 0; done < size;) {
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(kBlock, size - done));
+    sha.update(std::string_view(block.data(), n));
+    done += n;
+  }
+  return sha.hex();
+}
+
+bool ApiServer::follow_done() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return follow_done_;
+}
+
 namespace {
 
 SeenRequest seen_from(const httplib::Request& req) {
@@ -631,6 +658,55 @@ void ApiServer::routes() {
     const auto bytes = req.has_param("bytes") ? std::stoul(req.get_param_value("bytes")) : 0UL;
     res.set_content(std::string(bytes, 'x'), "text/plain");
   });
+  // Streams (SPEC §7): a body of any size made as it is sent, byte i being i % 251.
+  get("/blob", [](const Request& req, Response& res) {
+    const auto size = req.has_param("size") ? std::stoull(req.get_param_value("size")) : 0ULL;
+    res.set_content_provider(static_cast<std::size_t>(size), "application/octet-stream",
+                             [](std::size_t offset, std::size_t length, httplib::DataSink& sink) {
+                               const auto piece =
+                                   pattern_bytes(offset, std::min<std::size_t>(length, 64 * 1024));
+                               return sink.write(piece.data(), piece.size());
+                             });
+  });
+  // A streaming API: `lines` lines, one every `interval_ms` (chunked); follow_done() tells
+  // whether the last one was written.
+  get("/follow", [this](const Request& req, Response& res) {
+    const auto lines = req.has_param("lines") ? std::stoul(req.get_param_value("lines")) : 10UL;
+    const auto interval = std::chrono::milliseconds(
+        req.has_param("interval_ms") ? std::stol(req.get_param_value("interval_ms")) : 100L);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      follow_done_ = false;
+    }
+    res.set_chunked_content_provider(
+        "text/plain",
+        [this, lines, interval, n = 0UL](std::size_t, httplib::DataSink& sink) mutable {
+          if (n > 0) std::this_thread::sleep_for(interval);  // the API's own pace
+          const std::string line = "line " + std::to_string(n) + "\n";
+          if (!sink.write(line.data(), line.size())) return false;
+          if (++n >= lines) {
+            sink.done();
+            std::lock_guard<std::mutex> lock(mu_);
+            follow_done_ = true;
+          }
+          return true;
+        });
+  });
+  // Takes a body of any size as it arrives: {"length": n, "sha256": "<hex>"}.
+  const auto upload = [this](const Request& req, Response& res,
+                             const httplib::ContentReader& reader) {
+    record(seen_from(req));
+    Sha256 sha;
+    std::uint64_t length = 0;
+    reader([&](const char* data, std::size_t n) {
+      sha.update(std::string_view(data, n));
+      length += n;
+      return true;
+    });
+    res.set_content(Json{{"length", length}, {"sha256", sha.hex()}}.dump(), "application/json");
+  };
+  server_->Put("/upload", upload);
+  server_->Post("/upload", upload);
   get("/not-json",
       [](const Request&, Response& res) { res.set_content("{not json", "application/json"); });
   get("/odd-json",

@@ -12,6 +12,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -47,6 +48,10 @@ std::string unique_name(std::string_view prefix = "");
 
 // Standard base64 (with padding), written here so that tests do not trust homd's own codec.
 std::string base64_encode(std::string_view bytes);
+
+// /blob's bytes: byte i is i % 251. And the SHA-256 (hex) of its first `size` bytes.
+std::string pattern_bytes(std::uint64_t offset, std::size_t length);
+std::string pattern_sha256(std::uint64_t size);
 
 // The last `lines` lines of `text`, for failure messages.
 std::string tail(const std::string& text, std::size_t lines = 60);
@@ -210,6 +215,9 @@ struct SeenRequest {
 //   GET  /odd-json            { "a" :1 } (spacing kept), application/json
 //   ANY  /no-content          204, X-Done: yes
 //   GET  /not-modified        304, ETag: "v1"
+//   GET  /blob?size=N         N bytes made as they are sent, byte i being i % 251
+//   GET  /follow?lines=N&interval_ms=M   a line every M ms (default 10 lines, 100 ms), chunked
+//   PUT  /upload              (also POST) any body as it arrives: {"length", "sha256"}
 class ApiServer {
  public:
   // port 0: any free port.
@@ -236,6 +244,8 @@ class ApiServer {
   std::size_t slow_arrivals() const;
   bool wait_slow_arrivals(std::size_t n, Clock::time_point deadline = deadline_in());
   void release_slow();
+  // /follow: whether its last line was written.
+  bool follow_done() const;
 
  private:
   void record(const SeenRequest& seen);
@@ -250,6 +260,7 @@ class ApiServer {
   std::vector<SeenRequest> seen_;  // guarded by mu_
   std::size_t slow_arrivals_ = 0;  // guarded by mu_
   bool slow_released_ = false;     // guarded by mu_
+  bool follow_done_ = false;       // guarded by mu_
 };
 
 // A reply received by the test client.
