@@ -62,6 +62,7 @@ class E2eDevice : public MessageFilter {
     OpenedRequest opened;
     std::string reply_topic;
     std::optional<std::string> correlation_data;
+    std::chrono::steady_clock::time_point at{};  // handed to the bridge
   };
   struct Cached {
     bool done = false;

@@ -262,7 +262,17 @@ void E2eDevice::admit(Job& job) {
   inner.properties.expiry_s = message.properties.expiry_s;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    pending.at = now;
     pending_.emplace(token, std::move(pending));
+    // The bridge answers every request within HTTP_TIMEOUT_MS; one that it took for a
+    // stream message instead (a signed payload shaped like one) is never answered: forgotten
+    // here once far past any timeout, so the map stays bounded.
+    if (pending_.size() > 4 * (config_.queue_max + admitters_.size())) {
+      const auto limit = now - 2 * (config_.http.timeout + config_.http.connect_timeout);
+      for (auto it = pending_.begin(); it != pending_.end();)
+        it = it->second.at < limit ? pending_.erase(it) : std::next(it);
+    }
   }
   next.on_message(std::move(inner));
 }
