@@ -96,7 +96,7 @@ class E2eTest(InteropTest):
         self.spy = self.client(self.broker.port)
         self.spy.subscribe("#")
 
-    # ---- helpers -------------------------------------------------------------------
+    # ---- keys, processes, the reference tools ---------------------------------------
 
     def keygen(self, name):
         path = self.tmp.file(name)
