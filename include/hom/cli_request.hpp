@@ -23,6 +23,7 @@ constexpr int kPartial = 18;           // a streamed body failed its checks (cur
 constexpr int kHttpError = 22;         // status >= 400, as curl -f
 constexpr int kTimeout = 28;
 constexpr int kOffline = 69;
+constexpr int kUnverified = 60;  // a sealed call's reply is not authentic (curl: peer not verified)
 }  // namespace exit_code
 
 // "500ms", "10s", "2m", "1.5s"; a bare number is seconds. nullopt when invalid or <= 0.

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <stdexcept>
@@ -81,6 +82,20 @@ struct HttpConfig {
   bool tls_insecure = false;
 };
 
+// End-to-end security (SPEC §8).
+enum class E2eMode { kOff, kAccept, kRequire };
+
+struct E2eConfig {
+  E2eMode mode = E2eMode::kOff;      // HOM_E2E
+  std::string device_key_file;       // HOM_DEVICE_KEY_FILE: OpenSSH Ed25519 private key
+  std::string authorized_keys_file;  // HOM_AUTHORIZED_KEYS_FILE
+  std::string state_dir;             // HOM_STATE_DIR, else $STATE_DIRECTORY (its first entry)
+  std::int64_t skew_s = 300;         // HOM_E2E_SKEW_S
+};
+
+// "off", "accept" or "require".
+const char* to_string(E2eMode mode);
+
 struct Config {
   MqttConfig mqtt;
   TopicConfig topics;
@@ -92,6 +107,7 @@ struct Config {
   std::size_t reply_cache_bytes = 8 * 1024 * 1024;
   std::chrono::milliseconds shutdown_grace{10000};
   std::string log_level = "info";
+  E2eConfig e2e;
 };
 
 // Reads and validates every variable; throws ConfigError on the first invalid one.

@@ -14,11 +14,24 @@
 
 namespace hom {
 
+// A layer between the session and the bridge (end-to-end security, e2e_device.hpp): it sees
+// every request message first and every reply on its way out. Thread-safe.
+class MessageFilter : public Publisher {
+ public:
+  // Where its own answers and the replies it passes on go (the device, the session).
+  virtual void set_downstream(Publisher& downstream) = 0;
+  // A message from the session; what the bridge is to serve goes on to `next`.
+  virtual void on_message(InboundMessage&& message, Bridge& next) = 0;
+  // Hands what it holds on to the bridge and stops taking messages (before the bridge stops).
+  virtual void stop() {}
+};
+
 // Owns the session and the bridge. run() and stop() are called from one thread (main);
 // the rest is thread-safe.
 class Device : public Publisher {
  public:
-  explicit Device(const Config& config);
+  // With a `filter`, requests reach the bridge through it and replies leave through it.
+  explicit Device(const Config& config, std::unique_ptr<MessageFilter> filter = nullptr);
   ~Device() override;
   Device(const Device&) = delete;
   Device& operator=(const Device&) = delete;
@@ -50,6 +63,7 @@ class Device : public Publisher {
   std::atomic<Bridge*> ready_{nullptr};  // set once the bridge exists: messages may come first
   std::atomic<int> reply_qos_;
   std::atomic<bool> downgrade_logged_{false};
+  std::unique_ptr<MessageFilter> gate_;  // before the session: its callback uses it
   MqttSession session_;
   std::unique_ptr<Bridge> bridge_;
 };

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -14,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hom/config.hpp"
+#include "hom/requester.hpp"
 
 namespace hom::gateway {
 
@@ -39,6 +41,11 @@ struct GatewayConfig {
   bool auth_none = false;  // GATEWAY_AUTH=none
   std::chrono::milliseconds shutdown_grace{10000};
   std::string log_level = "info";
+  // End to end (SPEC §8): GATEWAY_IDENTITY_FILE signs, GATEWAY_KNOWN_DEVICES_FILE names the
+  // devices' keys; both or neither. With them every call is sealed (and not streamed).
+  std::string identity_file;
+  std::string known_devices_file;
+  std::shared_ptr<const CallSealer> sealer;  // made from the two files by hom-gateway's main
 };
 
 // Reads GATEWAY_* (and MQTT_*, MQTT_TOPIC_START, SHUTDOWN_GRACE_MS, LOG_LEVEL); throws

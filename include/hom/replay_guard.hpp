@@ -2,7 +2,8 @@
 // is within ±skew of the device's clock and its nonce was not seen. Seen nonces are kept until
 // their timestamp leaves the window (after that the timestamp alone refuses a replay), in
 // memory and in an append-only file in the state directory, written and fsync'd before a
-// request is accepted, so a replay is refused across a restart too.
+// request is accepted, so a replay is refused across a restart too. Requests admitted at the
+// same time share one write and one fdatasync (group commit).
 //
 // File `<dir>/e2e-nonces`: one line per accepted request, "<expiry unix s> <nonce>\n". Opening
 // rewrites it with the live entries only (compaction; a torn last line from a crash is
@@ -13,6 +14,7 @@
 // Thread-safe: admit() may be called from many threads.
 #pragma once
 
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -62,6 +64,15 @@ class ReplayGuard {
   int lock_fd_ = -1;
   std::size_t lines_ = 0;       // in the file; guarded by mu_
   std::size_t compact_at_ = 0;  // rewrite the file at this many lines; guarded by mu_
+  // Group commit, all guarded by mu_: lines not yet written, how many lines were appended
+  // and how many are durable (counted since open), one thread writing at a time.
+  std::condition_variable synced_;
+  std::string batch_;
+  std::uint64_t appended_ = 0;
+  std::uint64_t durable_ = 0;
+  bool syncing_ = false;
+  bool broken_ = false;  // a write, sync or compaction failed: everything is refused
+  std::string broken_reason_;
 };
 
 }  // namespace hom

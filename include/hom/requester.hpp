@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -23,6 +24,29 @@ namespace hom {
 struct DeviceStatus {
   std::string id;
   Presence presence;
+};
+
+// End-to-end security (SPEC §8): seals a call's request to the device and opens its reply.
+// Implemented by E2eRequester (e2e_requester.hpp); immutable, shared between calls.
+class CallSealer {
+ public:
+  struct Input {
+    std::string device;
+    std::string start;
+    std::string verb;
+    std::string path;
+    std::string response_topic;    // the MQTT 5 Response Topic, empty over 3.1.1
+    std::string correlation_data;  // the MQTT 5 Correlation Data, empty over 3.1.1
+    std::string payload;           // the v1 request payload
+  };
+  virtual ~CallSealer() = default;
+  // The MQTT payload of the sealed request; nullopt with a reason.
+  virtual std::optional<std::string> seal(const Input& input, std::string& error) const = 0;
+  // The reply payload of a sealed reply to `sealed_request` (as published) from `device`;
+  // nullopt with a reason when it does not decrypt, verify or answer that request.
+  virtual std::optional<std::string> open(std::string_view sealed_reply,
+                                          std::string_view sealed_request,
+                                          const std::string& device, std::string& error) const = 0;
 };
 
 // Thread-safe: start() and call() may be used from many threads at once. Completion
@@ -71,12 +95,16 @@ class Requester {
       std::optional<std::uint64_t> upload_length;  // declared when known
     };
     std::optional<Stream> stream;
+    // Sealed (SPEC §8): published on {start}/req/{device}/@sealed, and only a reply that
+    // opens and verifies is taken (else kUnverified). Not with `stream`.
+    std::shared_ptr<const CallSealer> sealer;
   };
   enum class Outcome {
     kReply,        // an ordinary reply, or a streamed one complete and checked
     kTimeout,      // no reply in time (or a stream stalled: `error` says so)
     kOffline,      // the device's presence says offline
     kStreamError,  // a streamed reply or upload failed (`error`): the body is incomplete
+    kUnverified,   // a sealed call: not sealed, or its reply is not authentic (`error`)
   };
   struct Result {
     Outcome outcome = Outcome::kTimeout;

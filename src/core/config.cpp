@@ -292,6 +292,45 @@ std::string default_client_id(const std::string& id) {
   return out;
 }
 
+// HOM_E2E and the files it needs (SPEC §8). Only the presence and readability of the files
+// is checked here; their content is read by homd at start-up (e2e_device.hpp).
+void load_e2e(const Reader& r, E2eConfig& e) {
+  const std::string mode = lower(r.str("HOM_E2E", "off"));
+  if (mode == "off") {
+    e.mode = E2eMode::kOff;
+  } else if (mode == "accept") {
+    e.mode = E2eMode::kAccept;
+  } else if (mode == "require") {
+    e.mode = E2eMode::kRequire;
+  } else {
+    fail("HOM_E2E", r.str("HOM_E2E", ""), "expected off, accept or require");
+  }
+  e.device_key_file = r.readable_file("HOM_DEVICE_KEY_FILE");
+  e.authorized_keys_file = r.readable_file("HOM_AUTHORIZED_KEYS_FILE");
+  e.skew_s = r.integer("HOM_E2E_SKEW_S", 300, 1, 86400);
+  if (const auto dir = r.get("HOM_STATE_DIR")) {
+    e.state_dir = *dir;
+  } else if (const auto systemd = r.get("STATE_DIRECTORY")) {
+    // systemd lists one directory per StateDirectory= entry, separated by ':'.
+    e.state_dir = systemd->substr(0, systemd->find(':'));
+  }
+  if (e.mode == E2eMode::kOff) return;
+  if (e.device_key_file.empty())
+    throw ConfigError("HOM_E2E=" + mode +
+                      " needs HOM_DEVICE_KEY_FILE (the device's OpenSSH Ed25519 private key)");
+  if (e.authorized_keys_file.empty())
+    throw ConfigError("HOM_E2E=" + mode +
+                      " needs HOM_AUTHORIZED_KEYS_FILE (the requesters' public keys)");
+  if (e.state_dir.empty())
+    throw ConfigError("HOM_E2E=" + mode +
+                      " needs HOM_STATE_DIR or systemd's StateDirectory= (the replay cache "
+                      "must survive a restart)");
+  struct stat st {};
+  if (::stat(e.state_dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) ||
+      ::access(e.state_dir.c_str(), W_OK) != 0)
+    fail("HOM_STATE_DIR", e.state_dir, "expected a writable directory");
+}
+
 }  // namespace
 
 Env process_env() {
@@ -413,7 +452,20 @@ Config load_config(const Env& env) {
     fail("LOG_LEVEL", r.str("LOG_LEVEL", ""),
          "expected trace, debug, info, warn, error, critical or off");
   if (c.log_level == "warning") c.log_level = "warn";
+  load_e2e(r, c.e2e);
   return c;
+}
+
+const char* to_string(E2eMode mode) {
+  switch (mode) {
+    case E2eMode::kAccept:
+      return "accept";
+    case E2eMode::kRequire:
+      return "require";
+    case E2eMode::kOff:
+      break;
+  }
+  return "off";
 }
 
 std::string display_base_url(const HttpConfig& http) {
@@ -520,6 +572,11 @@ std::vector<std::pair<std::string, std::string>> describe(const Config& c) {
       {"MQTT_REPLY_CACHE_BYTES", std::to_string(c.reply_cache_bytes)},
       {"SHUTDOWN_GRACE_MS", std::to_string(c.shutdown_grace.count())},
       {"LOG_LEVEL", c.log_level},
+      {"HOM_E2E", to_string(c.e2e.mode)},
+      {"HOM_DEVICE_KEY_FILE", c.e2e.device_key_file},
+      {"HOM_AUTHORIZED_KEYS_FILE", c.e2e.authorized_keys_file},
+      {"HOM_STATE_DIR", c.e2e.state_dir},
+      {"HOM_E2E_SKEW_S", std::to_string(c.e2e.skew_s)},
   };
   return out;
 }

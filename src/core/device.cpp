@@ -22,18 +22,26 @@ SessionOptions session_options(const Config& config) {
 
 }  // namespace
 
-Device::Device(const Config& config)
+Device::Device(const Config& config, std::unique_ptr<MessageFilter> filter)
     : config_(config),
       filter_(Topics(config.topics.start, config.topics.id).request_filter()),
       status_topic_(Topics(config.topics.start, config.topics.id).status_topic()),
       reply_qos_(config.mqtt.response_qos),
+      gate_(std::move(filter)),
       session_(
           session_options(config),
           [this](InboundMessage&& message) {
-            if (Bridge* b = ready_.load()) b->on_message(std::move(message));
+            Bridge* b = ready_.load();
+            if (!b) return;
+            if (gate_) {
+              gate_->on_message(std::move(message), *b);
+            } else {
+              b->on_message(std::move(message));
+            }
           },
           [this] { on_connected(); }) {
-  bridge_ = std::make_unique<Bridge>(config_, *this);
+  if (gate_) gate_->set_downstream(*this);
+  bridge_ = std::make_unique<Bridge>(config_, gate_ ? static_cast<Publisher&>(*gate_) : *this);
   ready_ = bridge_.get();
   // Retain Handling 2: a stored retained request is never even delivered (MQTT 5).
   session_.subscribe(Subscription{filter_, 2, true});
@@ -41,6 +49,7 @@ Device::Device(const Config& config)
 
 Device::~Device() {
   ready_ = nullptr;  // the session (destroyed last) may still deliver a message
+  if (gate_) gate_->stop();
   bridge_->stop(std::chrono::milliseconds(0));
 }
 
@@ -70,6 +79,7 @@ void Device::run(const std::atomic<bool>& stop, const std::function<void()>& tic
 void Device::wake() { session_.wake(); }
 
 void Device::stop() {
+  if (gate_) gate_->stop();
   bridge_->stop(config_.shutdown_grace);
   // No UNSUBSCRIBE: the broker keeps the session (and what arrives meanwhile) for the next
   // start. What the bridge answered is delivered before the offline presence.

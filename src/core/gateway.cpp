@@ -133,6 +133,12 @@ GatewayConfig load_gateway_config(const Env& env) {
     throw ConfigError(
         "GATEWAY_TOKENS_FILE is not set: give a tokens file, or set GATEWAY_AUTH=none to serve "
         "without authentication");
+  c.identity_file = get(env, "GATEWAY_IDENTITY_FILE").value_or("");
+  c.known_devices_file = get(env, "GATEWAY_KNOWN_DEVICES_FILE").value_or("");
+  if (c.identity_file.empty() != c.known_devices_file.empty())
+    throw ConfigError(
+        "GATEWAY_IDENTITY_FILE and GATEWAY_KNOWN_DEVICES_FILE go together: set both to seal "
+        "calls end to end, or neither");
   c.log_level = lower(get(env, "LOG_LEVEL").value_or("info"));
   if (c.log_level == "warning") c.log_level = "warn";
   static const char* kLevels[] = {"trace", "debug", "info", "warn", "error", "critical", "off"};
@@ -165,6 +171,8 @@ std::vector<std::pair<std::string, std::string>> describe(const GatewayConfig& c
       {"GATEWAY_REQUEST_TIMEOUT_MS", std::to_string(c.request_timeout.count())},
       {"GATEWAY_AUTH", c.auth_none ? "none" : "tokens"},
       {"GATEWAY_TOKENS_FILE", c.tokens_file},
+      {"GATEWAY_IDENTITY_FILE", c.identity_file},
+      {"GATEWAY_KNOWN_DEVICES_FILE", c.known_devices_file},
       {"SHUTDOWN_GRACE_MS", std::to_string(c.shutdown_grace.count())},
       {"LOG_LEVEL", c.log_level},
   };

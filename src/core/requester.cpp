@@ -70,6 +70,7 @@ struct Requester::Impl {
     Clock::time_point deadline;
     Done done;
     std::unique_ptr<StreamState> stream;
+    std::shared_ptr<const CallSealer> sealer;  // a sealed call: message.payload is sealed
   };
 
   using Finished = std::vector<std::pair<Done, Result>>;
@@ -333,17 +334,21 @@ struct Requester::Impl {
           }
         }
         cv.notify_all();
+      } else if (on_sealed_reply(in, finished)) {
+        ++replies;
       } else {
         std::optional<ReplyEnvelope> reply = decode_reply(in.payload);
         auto it = flights.end();
         if (in.properties.correlation_data) {
           it = flights.find(*in.properties.correlation_data);
+          if (it != flights.end() && it->second.sealer) it = flights.end();
         }
         if (it == flights.end() && reply) {
           // 3.1.1, or a homd without MQTT 5: the mirrored topic and the req_id, compared as
           // text (homd echoes it verbatim).
           it = std::find_if(flights.begin(), flights.end(), [&](const auto& entry) {
-            return entry.second.sent && entry.second.response_topic == in.topic &&
+            return entry.second.sent && !entry.second.sealer &&
+                   entry.second.response_topic == in.topic &&
                    entry.second.req_id == reply->req_id.text();
           });
         }
@@ -386,6 +391,64 @@ struct Requester::Impl {
       trace_line("reply on " + result.response_topic);
       done(std::move(result));
     }
+  }
+
+  // A reply to a sealed call (SPEC §8): matched by Correlation Data (MQTT 5) or, on the
+  // shared {start}/res/{id}/@sealed topic, by opening it (only the call it answers can).
+  // Only what opens and verifies is a reply; anything else with a sealed call's Correlation
+  // Data ends that call as kUnverified with the reason. Called with mu held; false when the
+  // message is no sealed call's.
+  bool on_sealed_reply(InboundMessage& in, Finished& finished) {
+    std::string error;
+    std::optional<std::string> opened;
+    auto it = flights.end();
+    if (in.properties.correlation_data) {
+      it = flights.find(*in.properties.correlation_data);
+      if (it == flights.end() || !it->second.sealer) return false;
+      const Flight& f = it->second;
+      opened = f.sealer->open(in.payload, f.message.payload, f.device, error);
+    } else {
+      for (auto candidate = flights.begin(); candidate != flights.end(); ++candidate) {
+        const Flight& f = candidate->second;
+        if (!f.sealer || !f.sent || f.response_topic != in.topic) continue;
+        std::string why;
+        opened = f.sealer->open(in.payload, f.message.payload, f.device, why);
+        if (opened) {
+          it = candidate;
+          break;
+        }
+        error = why;
+      }
+      if (it == flights.end()) {
+        if (error.empty()) return false;
+        ++unmatched;  // over 3.1.1 a reply that opens for none of our calls is not ours
+        if (trace) trace("ignored a message on " + in.topic + " that answers none of our calls");
+        return true;
+      }
+    }
+    Flight& f = it->second;
+    if (!opened) {
+      const auto clear = decode_reply(in.payload);
+      const std::string why =
+          clear
+              ? "the device answered in clear, unauthenticated: " + std::to_string(clear->status) +
+                    (clear->error.empty() ? "" : " " + clear->error)
+              : "the reply is not authentic: " + error;
+      end(it, result_of(f, Outcome::kUnverified, why), finished);
+      return true;
+    }
+    auto reply = decode_reply(*opened);
+    if (!reply || reply->stream) {
+      end(it, result_of(f, Outcome::kUnverified, "the sealed reply holds no reply document"),
+          finished);
+      return true;
+    }
+    Result r = result_of(f, Outcome::kReply);
+    r.payload = std::move(*opened);
+    r.reply = std::move(*reply);
+    r.response_topic = in.topic;
+    end(it, std::move(r), finished);
+    return true;
   }
 
   // Completes calls whose deadline has passed.
@@ -548,10 +611,24 @@ void Requester::start(Call call, Done done) {
   const auto deadline = Clock::now() + call.timeout;
   const Topics topics(s.start, call.device);
   const bool v5 = s.session.mqtt5();
+  if (call.sealer && call.stream) {
+    Result r;
+    r.outcome = Outcome::kUnverified;
+    r.error = "streamed calls are not sealed end to end";
+    done(std::move(r));
+    return;
+  }
   Impl::Flight f;
   f.device = call.device;
-  f.request_topic = topics.request_topic(call.verb, call.path);
-  f.response_topic = topics.mirror(*topics.parse(f.request_topic));
+  f.sealer = call.sealer;
+  if (f.sealer) {
+    // The broker sees the device id only.
+    f.request_topic = topics.request_topic("@sealed", {});
+    f.response_topic = topics.response_prefix() + "@sealed";
+  } else {
+    f.request_topic = topics.request_topic(call.verb, call.path);
+    f.response_topic = topics.mirror(*topics.parse(f.request_topic));
+  }
   f.correlation = random_id() + random_id();
   if (call.request.req_id.is_null()) call.request.req_id = RawJson::of(random_id());
   f.req_id = call.request.req_id.text();
@@ -588,6 +665,24 @@ void Requester::start(Call call, Done done) {
     // Stale after the wait: a device that comes back later does not execute it.
     f.message.expiry_s = static_cast<std::uint32_t>(
         std::max<long long>(1, std::chrono::ceil<std::chrono::seconds>(call.timeout).count()));
+  }
+  if (f.sealer) {
+    CallSealer::Input in{call.device,
+                         s.start,
+                         call.verb,
+                         call.path,
+                         f.message.response_topic.value_or(""),
+                         f.message.correlation_data.value_or(""),
+                         std::move(f.message.payload)};
+    std::string error;
+    auto sealed = f.sealer->seal(in, error);
+    if (!sealed) {
+      Result r = s.result_of(f, Outcome::kUnverified, "cannot seal the request: " + error);
+      f.done(std::move(r));
+      return;
+    }
+    f.message.payload = std::move(*sealed);
+    f.message.binary = true;
   }
 
   // Never waits for the broker: subscriptions not yet acknowledged hold the flight, and

@@ -148,8 +148,8 @@ std::optional<std::string> ReplayGuard::admit(std::string_view nonce, std::int64
   if (timestamp < now - options_.skew_s || timestamp > now + options_.skew_s)
     return "the request's timestamp is " + std::to_string(timestamp - now) +
            " s off the device's clock (HOM_E2E_SKEW_S is " + std::to_string(options_.skew_s) + ")";
-  std::lock_guard<std::mutex> lock(mu_);
-  if (fd_ < 0) return "the replay cache is not writable";
+  std::unique_lock<std::mutex> lock(mu_);
+  if (fd_ < 0 || broken_) return "the replay cache is not writable";
   const std::string key(nonce);
   if (auto it = seen_.find(key); it != seen_.end() && it->second >= now)
     return "replayed request (its nonce was already used)";
@@ -160,20 +160,49 @@ std::optional<std::string> ReplayGuard::admit(std::string_view nonce, std::int64
              " requests within the time window)";
   }
   const std::int64_t expiry = timestamp + options_.skew_s;
-  // Durable before the request is accepted: a crash right after must still know it.
-  if (!write_all(fd_, line_of(nonce, expiry)) || ::fdatasync(fd_) != 0)
-    return "the replay cache cannot be written: " + errno_text();
+  // Held from now on: a concurrent copy is refused as a replay, even before it is durable.
   seen_[key] = expiry;
-  ++lines_;
-  // Amortised: the file is rewritten after as many appends as it had live lines (or 1024).
-  if (lines_ >= compact_at_) {
-    std::string error;
-    if (!compact(now, error)) {
-      // The appended line is durable; without a file, refuse from now on.
-      if (fd_ >= 0) ::close(fd_);
+  // Durable before the request is accepted: a crash right after must still know it. Group
+  // commit: requests that arrive while one thread writes and syncs go together in the next
+  // write and fdatasync, made by the first of them; the others wait for it.
+  batch_ += line_of(nonce, expiry);
+  const std::uint64_t mine = ++appended_;
+  while (durable_ < mine && !broken_) {
+    if (syncing_) {
+      synced_.wait(lock);
+      continue;
+    }
+    syncing_ = true;
+    const std::string batch = std::move(batch_);
+    batch_.clear();
+    const std::uint64_t upto = appended_;
+    const int fd = fd_;
+    lock.unlock();
+    const bool ok = write_all(fd, batch) && ::fdatasync(fd) == 0;
+    const std::string why = ok ? std::string() : errno_text();
+    lock.lock();
+    syncing_ = false;
+    if (ok) {
+      durable_ = upto;
+      lines_ += static_cast<std::size_t>(std::count(batch.begin(), batch.end(), '\n'));
+      // Amortised: the file is rewritten after as many appends as it had live lines (or 1024).
+      if (lines_ >= compact_at_) {
+        std::string error;
+        if (!compact(now, error)) broken_ = true;
+      }
+    } else {
+      broken_ = true;
+      broken_reason_ = "the replay cache cannot be written: " + why;
+    }
+    if (broken_ && fd_ >= 0) {
+      // Without a durable file, refuse from now on.
+      ::close(fd_);
       fd_ = -1;
     }
+    synced_.notify_all();
   }
+  if (durable_ < mine)
+    return broken_reason_.empty() ? "the replay cache is not writable" : broken_reason_;
   return std::nullopt;
 }
 

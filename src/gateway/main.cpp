@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "hom/daemon.hpp"
+#include "hom/e2e_requester.hpp"
 #include "hom/gateway.hpp"
 #include "hom/gateway_server.hpp"
 #include "hom/requester.hpp"
@@ -55,6 +56,12 @@ int main(int argc, char** argv) {
   try {
     config = hom::gateway::load_gateway_config(hom::process_env());
     tokens = load_tokens(config);
+    if (!config.identity_file.empty()) {
+      std::string error;
+      config.sealer =
+          hom::E2eRequester::load(config.identity_file, config.known_devices_file, error);
+      if (!config.sealer) throw hom::ConfigError(error);
+    }
   } catch (const hom::ConfigError& e) {
     std::cerr << "hom-gateway: " << e.what() << "\n";
     return 2;

@@ -381,7 +381,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                   });
       }
     };
-    call.stream = std::move(stream);
+    call.sealer = server_->config.sealer;
+    if (!call.sealer) call.stream = std::move(stream);  // a sealed call is answered at once
     ++server_->in_flight;
     server_->requester.start(std::move(call), [self = shared_from_this()](Requester::Result res) {
       // On Paho's or the requester's thread: hand over to this connection's strand.
@@ -564,6 +565,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       case Requester::Outcome::kStreamError:
         return fail(http::status::bad_gateway,
                     "the device's streamed reply failed: " + result.error, false);
+      case Requester::Outcome::kUnverified:
+        return fail(http::status::bad_gateway, result.error, false);
       case Requester::Outcome::kReply:
         break;
     }

@@ -17,6 +17,7 @@
 
 #include "hom/cli_request.hpp"
 #include "hom/config.hpp"
+#include "hom/e2e_requester.hpp"
 #include "hom/requester.hpp"
 
 namespace {
@@ -36,7 +37,13 @@ Broker and topics come from the same variables as homd (MQTT_HOST, MQTT_PORT, MQ
 MQTT_PASS, MQTT_TLS, MQTT_CA_FILE, MQTT_TOPIC_START, ...); the flags override them.
 Exit status: 0 on 2xx/3xx, 22 on a status >= 400, 28 on timeout, 69 when the device is
 offline, 7 when the broker cannot be reached, 18 when a streamed body fails its length or
-checksum check or breaks off, 2 on usage or configuration errors.
+checksum check or breaks off, 60 when a sealed call's reply is not authentic (in clear,
+forged, for another requester or request), 2 on usage or configuration errors.
+
+End to end (--identity): the request is signed with the identity, sealed to the device's key
+from the known devices file (lines "device-id ssh-ed25519 AAAA..."), published on
+{start}/req/{device}/@sealed, and only a reply signed by the device and sealed to the
+identity is taken.
 )";
 
 std::string read_file(const std::string& path) {
@@ -185,6 +192,14 @@ int main(int argc, char** argv) {
   app.add_flag("-s,--silent", silent, "no progress bar");
   app.add_flag("-v,--verbose", verbose, "print topics and timings on stderr");
   app.add_flag("--wait-online", wait_online, "wait for an offline device instead of failing");
+  std::string identity, known_devices;
+  app.add_option("--identity", identity,
+                 "sign and seal end to end with this OpenSSH Ed25519 key (HOM_IDENTITY_FILE)")
+      ->group("End to end");
+  app.add_option("--known-devices", known_devices,
+                 "the devices' public keys (HOM_KNOWN_DEVICES_FILE, default "
+                 "~/.config/hom/known_devices)")
+      ->group("End to end");
 
   auto* devices_cmd = app.add_subcommand("devices", "list the devices whose status is online");
   bool devices_json = false;
@@ -288,7 +303,7 @@ int main(int argc, char** argv) {
       if (ec) throw std::invalid_argument("cannot read " + upload_path + ": " + ec.message());
       upload_size = size;
       // Small bodies go in the request itself (any homd takes them); larger ones stream.
-      if (size <= kInlineUploadMax && !stream) {
+      if ((size <= kInlineUploadMax && !stream) || !identity.empty()) {
         request.data_binary = read_file(upload_path);
         upload_path.clear();
       }
@@ -299,6 +314,21 @@ int main(int argc, char** argv) {
     request_envelope = std::move(envelope);
   } catch (const std::invalid_argument& e) {
     return fail(hom::exit_code::kUsage, e.what());
+  }
+
+  std::shared_ptr<hom::E2eRequester> sealer;
+  if (identity.empty()) identity = env("HOM_IDENTITY_FILE").value_or("");
+  if (!identity.empty()) {
+    if (known_devices.empty()) known_devices = env("HOM_KNOWN_DEVICES_FILE").value_or("");
+    if (known_devices.empty()) {
+      const auto home = env("HOME");
+      if (!home) return fail(hom::exit_code::kUsage, "--known-devices is needed (HOME is unset)");
+      known_devices = *home + "/.config/hom/known_devices";
+    }
+    std::string error;
+    sealer = hom::E2eRequester::load(identity, known_devices, error);
+    if (!sealer) return fail(hom::exit_code::kUsage, error);
+    if (stream) return fail(hom::exit_code::kUsage, "--stream is not available with --identity");
   }
 
   const auto started = std::chrono::steady_clock::now();
@@ -328,11 +358,14 @@ int main(int argc, char** argv) {
     call.qos = qos;
     call.timeout = *timeout;
     call.wait_online = wait_online;
+    call.sealer = sealer;
 
     // Streamed (protocol 1.1) with -o, --stream or a large upload: the body goes to its file
     // or stdout as it arrives, so memory stays flat whatever its size. A file is written
     // beside its final name and renamed only once length and SHA-256 have been checked.
-    const bool streamed = !whole_json && (!output.empty() || stream || !upload_path.empty());
+    // A sealed call is answered in one message (the reply must be signed as a whole).
+    const bool streamed =
+        !sealer && !whole_json && (!output.empty() || stream || !upload_path.empty());
     Progress progress(!silent && !verbose && isatty(STDERR_FILENO) && !output.empty());
     std::FILE* sink = nullptr;
     const std::string partial = output.empty() ? "" : output + ".part";
@@ -389,6 +422,9 @@ int main(int argc, char** argv) {
       case hom::Requester::Outcome::kStreamError:
         discard();
         return fail(hom::exit_code::kPartial, "the streamed body is incomplete: " + result.error);
+      case hom::Requester::Outcome::kUnverified:
+        discard();
+        return fail(hom::exit_code::kUnverified, result.error);
       case hom::Requester::Outcome::kReply:
         break;
     }

@@ -14,6 +14,7 @@
 #include "hom/config.hpp"
 #include "hom/daemon.hpp"
 #include "hom/device.hpp"
+#include "hom/e2e_device.hpp"
 #include "hom/http_client.hpp"
 
 namespace {
@@ -63,7 +64,17 @@ int main(int argc, char** argv) {
   hom::block_stop_signals();  // before any thread starts
   hom::http_global_init();
 
-  hom::Device device(config);
+  std::unique_ptr<hom::E2eDevice> e2e;
+  if (config.e2e.mode != hom::E2eMode::kOff) {
+    std::string error;
+    e2e = hom::E2eDevice::create(config, error);
+    if (!e2e) {
+      spdlog::critical("{}", error);
+      return 2;
+    }
+    spdlog::info("{}", e2e->describe());
+  }
+  hom::Device device(config, std::move(e2e));
   if (config.mqtt.tls && config.mqtt.tls_insecure)
     spdlog::warn("MQTT_TLS_INSECURE is set: the broker's certificate is NOT verified");
   spdlog::info("homd {} serving {} on {} ({} workers, queue {})", HOM_VERSION,

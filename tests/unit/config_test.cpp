@@ -746,3 +746,47 @@ TEST(ConfigDescribe, DefaultsAreIncluded) {
 }
 
 }  // namespace
+
+// End to end (SPEC §8): HOM_E2E and the files it needs, checked at start-up.
+TEST(E2eConfig, OffByDefaultAndShownByCheckConfig) {
+  const Config c = load_config(fake_env({}));
+  EXPECT_EQ(c.e2e.mode, hom::E2eMode::kOff);
+  EXPECT_EQ(c.e2e.skew_s, 300);
+  const auto lines = hom::describe(c);
+  EXPECT_EQ(find(lines, "HOM_E2E"), "off");
+  EXPECT_EQ(find(lines, "HOM_E2E_SKEW_S"), "300");
+}
+
+TEST(E2eConfig, RequireNeedsKeysAndAStateDirectory) {
+  TempFile key("key"), keys("keys");
+  const std::string dir = std::filesystem::temp_directory_path();
+  EXPECT_NE(config_error({{"HOM_E2E", "sometimes"}}).find("expected off, accept or require"),
+            std::string::npos);
+  EXPECT_NE(config_error({{"HOM_E2E", "require"}}).find("needs HOM_DEVICE_KEY_FILE"),
+            std::string::npos);
+  EXPECT_NE(config_error({{"HOM_E2E", "require"}, {"HOM_DEVICE_KEY_FILE", key.path()}})
+                .find("needs HOM_AUTHORIZED_KEYS_FILE"),
+            std::string::npos);
+  EXPECT_NE(config_error({{"HOM_E2E", "require"},
+                          {"HOM_DEVICE_KEY_FILE", key.path()},
+                          {"HOM_AUTHORIZED_KEYS_FILE", keys.path()}})
+                .find("needs HOM_STATE_DIR or systemd's StateDirectory="),
+            std::string::npos);
+  EXPECT_NE(config_error({{"HOM_E2E", "accept"},
+                          {"HOM_DEVICE_KEY_FILE", key.path()},
+                          {"HOM_AUTHORIZED_KEYS_FILE", keys.path()},
+                          {"HOM_STATE_DIR", missing_path()}})
+                .find("expected a writable directory"),
+            std::string::npos);
+  EXPECT_NE(config_error({{"HOM_DEVICE_KEY_FILE", missing_path()}}).find("HOM_DEVICE_KEY_FILE"),
+            std::string::npos);
+  // systemd's $STATE_DIRECTORY (its first entry) is the default.
+  const Config c = load_config(fake_env({{"HOM_E2E", "require"},
+                                         {"HOM_DEVICE_KEY_FILE", key.path()},
+                                         {"HOM_AUTHORIZED_KEYS_FILE", keys.path()},
+                                         {"STATE_DIRECTORY", dir + ":/elsewhere"},
+                                         {"HOM_E2E_SKEW_S", "60"}}));
+  EXPECT_EQ(c.e2e.mode, hom::E2eMode::kRequire);
+  EXPECT_EQ(c.e2e.state_dir, dir);
+  EXPECT_EQ(c.e2e.skew_s, 60);
+}

@@ -1,8 +1,10 @@
 // Sealed requests and replies, the replay guard and hom-allow (SPEC §8). A request made by a
 // shell script with only printf, ssh-keygen -Y sign and age -R is admitted; the device's reply
 // opens with age -d -i and verifies with ssh-keygen -Y verify; each attack is refused.
+#include <atomic>
 #include <ctime>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -433,6 +435,36 @@ TEST(ReplayGuard, SurvivesRestartsAndCompacts) {
     for (char c : read_file(dir / "e2e-nonces")) lines += c == '\n';
     EXPECT_LE(lines, 2 * 1024u);
   }
+}
+
+// Group commit: requests admitted from many threads at once share writes and fdatasyncs;
+// each is accepted once its own line is durable, none twice, and all survive a restart.
+TEST(ReplayGuard, ConcurrentAdmissionsAreEachDurableOnce) {
+  TempDir dir;
+  constexpr int kThreads = 8, kEach = 50;
+  std::vector<std::string> nonces;
+  for (int i = 0; i < kThreads * kEach; ++i) nonces.push_back(hom::make_nonce());
+  {
+    auto g = guard(dir.path().string());
+    std::atomic<int> accepted{0}, refused{0};
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        // Every nonce twice, from two threads: exactly one of the two is accepted.
+        for (int i = 0; i < kEach * 2; ++i) {
+          const auto& n = nonces[(t * kEach + i) % nonces.size()];
+          (g->admit(n, kNow, kNow) ? refused : accepted)++;
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    EXPECT_EQ(accepted.load(), kThreads * kEach);
+    EXPECT_EQ(refused.load(), kThreads * kEach);
+  }
+  auto g = guard(dir.path().string());
+  EXPECT_EQ(g->live(), nonces.size());
+  for (const auto& n : nonces)
+    EXPECT_EQ(g->admit(n, kNow, kNow), "replayed request (its nonce was already used)");
 }
 
 TEST(ReplayGuard, BoundedAndStrict) {

@@ -1,0 +1,433 @@
+"""End-to-end security (SPEC §8) against the reference tools and a hostile broker.
+
+homd runs with HOM_E2E=require on a private Mosquitto and calls a Python HTTP server that
+counts every call. Keys are made by Debian's ssh-keygen. The interop proofs build a request
+with a shell script that uses only ssh-keygen -Y sign, age -R and mosquitto_pub (no project
+code), and check homd's reply with age -d and ssh-keygen -Y verify. The hostile-broker tests
+use a Paho client with full access (a wildcard subscriber that also publishes): it captures
+sealed requests and replays, re-routes, corrupts, strips, forges and swaps them; each is
+refused, the API is never called twice, and hom exits non-zero with the reason.
+"""
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import unittest
+
+import harness
+from harness import InteropTest
+
+DEVICE = "itsme"
+OTHER = "other"
+SEALED_REQ = f"v1/req/{DEVICE}/@sealed"
+SEALED_RES = f"v1/res/{DEVICE}/@sealed"
+
+# Builds and publishes a sealed request with the reference tools only (README "Trusting no
+# broker"). Arguments: identity, device.pub, verb, path, payload, topic, port, sign (1/0),
+# output file of the sealed bytes.
+REQUEST_SCRIPT = r"""#!/bin/bash
+set -euo pipefail
+identity=$1 device_pub=$2 verb=$3 path=$4 payload=$5 topic=$6 port=$7 sign=$8 out=$9
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+nsf() { printf '%s:' "$(wc -c < "$1" | tr -d ' ')"; cat "$1"; printf ','; }
+ns() { printf '%s' "$1" > field; nsf field; }
+{ ns hom-request@v1; ns itsme; ns v1; ns "$verb"; ns "$path"; ns ''; ns ''
+  ns "$(date +%s)"; ns "$(openssl rand -hex 16)"; ns "$payload"; } > req
+if [ "$sign" = 1 ]; then
+  ssh-keygen -q -Y sign -f "$identity" -n hom-request@v1 req
+  sed '1d;$d' req.sig | tr -d '\n' | base64 -d > req.sigbin
+  { nsf req; nsf req.sigbin; } | age -R "$device_pub" -o "$out"
+else
+  { nsf req; } | age -R "$device_pub" -o "$out"
+fi
+mosquitto_pub -h 127.0.0.1 -p "$port" -V 5 -q 2 -t "$topic" -f "$out"
+"""
+
+
+def netstrings(data):
+    """Splits N(a) N(b) ... into [a, b, ...]."""
+    out, i = [], 0
+    while i < len(data):
+        colon = data.index(b":", i)
+        n = int(data[i:colon])
+        out.append(data[colon + 1:colon + 1 + n])
+        if data[colon + 1 + n:colon + 2 + n] != b",":
+            raise ValueError("not a netstring")
+        i = colon + 2 + n
+    return out
+
+
+def tool(name):
+    path = shutil.which(name)
+    if not path:
+        raise unittest.SkipTest(f"{name} is not installed (scripts/deps.sh)")
+    return path
+
+
+class E2eTest(InteropTest):
+    def setUp(self):
+        super().setUp()
+        for name in ("ssh-keygen", "age", "openssl"):
+            tool(name)
+        harness.binary("MOSQUITTO_PUB_BIN", "mosquitto_pub")
+        self.keys = {}
+        for name in ("device", "other-device", "user", "user2", "limited", "stranger"):
+            self.keys[name] = self.keygen(name)
+        self.tmp.write("authorized_keys", "".join([
+            self.pub("user") + " user\n",
+            self.pub("user2") + " user2\n",
+            'hom-allow="GET /gps/**" ' + self.pub("limited") + " limited\n",
+        ]))
+        self.tmp.write("known_devices",
+                       f"{DEVICE} {self.pub('device')}\n{OTHER} {self.pub('other-device')}\n"
+                       f"acc {self.pub('device')}\n")
+        self.tmp.write("script.sh", REQUEST_SCRIPT)
+        self.state = self.tmp.file("state")
+        os.mkdir(self.state)
+        self.broker = self.mosquitto()
+        self.api_server = self.api()
+        self.daemon = self.start_homd()
+        # The hostile client: full access, sees every message.
+        self.spy = self.client(self.broker.port)
+        self.spy.subscribe("#")
+
+    # ---- keys, processes, the reference tools ---------------------------------------
+
+    def keygen(self, name):
+        path = self.tmp.file(name)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", path],
+                       check=True, stdin=subprocess.DEVNULL)
+        return path
+
+    def pub(self, name):
+        with open(self.keys[name] + ".pub", encoding="utf-8") as f:
+            return " ".join(f.read().split()[:2])
+
+    def start_homd(self, device=DEVICE, key="device", state=None, mode="require"):
+        homd = self.homd(self.broker.port, self.api_server.url, device, HOM_E2E=mode,
+                         HOM_DEVICE_KEY_FILE=self.keys[key],
+                         HOM_AUTHORIZED_KEYS_FILE=self.tmp.file("authorized_keys"),
+                         HOM_STATE_DIR=state or self.state)
+        homd.wait_connected()
+        homd.process.wait_for_log("subscribed to ")
+        return homd
+
+    def hom(self, *args, identity="user", timeout=30.0, **env_extra):
+        env = harness.hom_env(self.broker.port, **env_extra)
+        extra = []
+        if identity:
+            extra = ["--identity", self.keys[identity],
+                     "--known-devices", self.tmp.file("known_devices")]
+        return harness.run_hom([*extra, "--timeout", "20s", *args], env, timeout=timeout)
+
+    def hom_background(self, *args, identity="user", **env_extra):
+        env = harness.hom_env(self.broker.port, **env_extra)
+        return self.process(
+            [harness.hom_bin(), "--identity", self.keys[identity], "--known-devices",
+             self.tmp.file("known_devices"), "--timeout", "20s", *args], env, "hom")
+
+    def script(self, identity, verb, path, payload, topic=SEALED_REQ, sign=True):
+        out = self.tmp.file(f"sealed-{len(os.listdir(self.tmp.path))}")
+        subprocess.run(["bash", self.tmp.file("script.sh"), self.keys[identity],
+                        self.keys["device"] + ".pub", verb, path, payload, topic,
+                        str(self.broker.port), "1" if sign else "0", out],
+                       check=True, env=harness.base_env(), stdin=subprocess.DEVNULL,
+                       timeout=60)
+        with open(out, "rb") as f:
+            return f.read()
+
+    def open_reply(self, sealed, identity="user", expect_hash=None):
+        """age -d, then ssh-keygen -Y verify of R' against the device's key: the reply
+        document, checked with the reference tools only."""
+        opened = subprocess.run(["age", "-d", "-i", self.keys[identity]], input=sealed,
+                                capture_output=True, check=True).stdout
+        signed, sig = netstrings(opened)
+        self.tmp.write("signers", f"{DEVICE} {self.pub('device')}\n")
+        armored = "-----BEGIN SSH SIGNATURE-----\n"
+        b64 = base64.b64encode(sig).decode()
+        armored += "\n".join(b64[i:i + 70] for i in range(0, len(b64), 70))
+        armored += "\n-----END SSH SIGNATURE-----\n"
+        self.tmp.write("reply.sig", armored)
+        verify = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", self.tmp.file("signers"),
+                                 "-I", DEVICE, "-n", "hom-reply@v1", "-s",
+                                 self.tmp.file("reply.sig")],
+                                input=signed, capture_output=True)
+        self.assertEqual(verify.returncode, 0, verify.stderr)
+        fields = netstrings(signed)
+        self.assertEqual(fields[0], b"hom-reply@v1")
+        self.assertEqual(fields[1], DEVICE.encode())
+        if expect_hash is not None:
+            self.assertEqual(fields[2].decode(), expect_hash)
+        return json.loads(fields[3])
+
+    def replies_on(self, topic):
+        return self.spy.all(lambda m: m.topic == topic)
+
+    def sealed_requests(self):
+        return self.spy.all(lambda m: m.topic == SEALED_REQ)
+
+    def wait_reply_count(self, topic, count, what):
+        return harness.wait_until(lambda: len(self.replies_on(topic)) >= count, what=what)
+
+    # ---- interop proofs ------------------------------------------------------------
+
+    def test_request_by_reference_tools_is_executed_and_reply_verifies(self):
+        # mosquitto_sub captures the reply (binary, -N: no newline added).
+        sub = self.process(
+            [harness.binary("MOSQUITTO_SUB_BIN", "mosquitto_sub"), "-V", "5", "-h", "127.0.0.1",
+             "-p", str(self.broker.port), "-i", "e2e-sub", "-q", "2", "-t", SEALED_RES, "-C", "1",
+             "-N", "-W", "60"], harness.base_env(), "mosquitto_sub")
+        self.broker.process.wait_for_log("Sending SUBACK to e2e-sub\n")
+        sealed = self.script("user", "GET", "gps/latitude", '{"req_id":"tools"}')
+        self.assertIsNotNone(sub.wait_exit(30), "mosquitto_sub got no reply")
+        with open(sub.log_path, "rb") as f:
+            reply = f.read()
+        doc = self.open_reply(reply, expect_hash=hashlib.sha256(sealed).hexdigest())
+        self.assertEqual(doc["status"], 200, doc)
+        self.assertEqual(doc["req_id"], "tools")
+        self.assertEqual(doc["content"], {"latitude": 48.8584})
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 1)
+
+    def test_key_not_in_authorized_keys_is_refused_401(self):
+        self.script("stranger", "GET", "gps/latitude", '{"req_id":"who"}')
+        self.wait_reply_count(SEALED_RES, 1, "the refusal")
+        doc = self.replies_on(SEALED_RES)[0].json()  # in clear: the signer is not known
+        self.assertEqual(doc["status"], 401, doc)
+        self.assertIn("not in HOM_AUTHORIZED_KEYS_FILE", doc["error"])
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 0)
+
+    def test_stripped_signature_is_refused_401(self):
+        self.script("user", "GET", "gps/latitude", '{"req_id":"nosig"}', sign=False)
+        self.wait_reply_count(SEALED_RES, 1, "the refusal")
+        doc = self.replies_on(SEALED_RES)[0].json()
+        self.assertEqual(doc["status"], 401, doc)
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 0)
+
+    def test_sealed_request_asking_for_a_stream_gets_one_sealed_reply(self):
+        sealed = self.script("user", "GET", "gps/latitude",
+                             '{"req_id":"st","stream":true}')
+        self.wait_reply_count(SEALED_RES, 1, "the reply")
+        doc = self.open_reply(self.replies_on(SEALED_RES)[0].payload,
+                              expect_hash=hashlib.sha256(sealed).hexdigest())
+        self.assertEqual(doc["status"], 200, doc)
+        self.assertNotIn("stream", doc)
+        # Nothing but that one reply left the device under v1/res/.
+        res = self.spy.all(lambda m: m.topic.startswith("v1/res/"))
+        self.assertEqual(len(res), 1, [m.topic for m in res])
+
+    def test_homd_fails_fast_on_a_bad_key_file(self):
+        self.tmp.write("bad_keys", "ssh-ed25519 AAAA-not-base64 user\n")
+        env = dict(self.daemon.env, HOM_AUTHORIZED_KEYS_FILE=self.tmp.file("bad_keys"),
+                   HOM_STATE_DIR=self.tmp.file("other-state"))
+        os.mkdir(self.tmp.file("other-state"))
+        bad = subprocess.run([harness.homd_bin()], env=env, capture_output=True, timeout=30)
+        self.assertEqual(bad.returncode, 2, bad)
+        self.assertIn(b"HOM_AUTHORIZED_KEYS_FILE", bad.stderr)
+        check = subprocess.run([harness.homd_bin(), "--check-config"], env=self.daemon.env,
+                               capture_output=True, timeout=30)
+        self.assertEqual(check.returncode, 0, check)
+        self.assertIn(b"HOM_E2E=require\n", check.stdout)
+        # A second homd on the same state directory is refused: the nonces are one process's.
+        second = subprocess.run([harness.homd_bin()], env=self.daemon.env, capture_output=True,
+                                timeout=30)
+        self.assertEqual(second.returncode, 2, second)
+        self.assertIn(b"in use by another process", second.stderr)
+
+    # ---- hom ------------------------------------------------------------------------
+
+    def test_hom_identity_round_trip_and_plain_request_refused(self):
+        r = self.hom("get", DEVICE, "gps/latitude")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertEqual(json.loads(r.stdout), {"latitude": 48.8584})
+        plain = self.hom("get", DEVICE, "gps/latitude", identity=None)
+        self.assertEqual(plain.returncode, 22, plain)
+        self.assertIn("401", plain.stderr)
+        self.assertIn("HOM_E2E=require", plain.stderr)
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 1)
+
+    def test_hom_over_mqtt_311_matches_sealed_replies_by_opening_them(self):
+        first = self.hom("get", DEVICE, "gps/latitude", MQTT_VERSION="3.1.1")
+        self.assertEqual(first.returncode, 0, first)
+        self.assertEqual(json.loads(first.stdout), {"latitude": 48.8584})
+        # Two requesters at once on the shared v1/res/itsme/@sealed topic: each takes its own.
+        a = self.hom_background("get", DEVICE, "echo/a", MQTT_VERSION="3.1.1")
+        b = self.hom_background("get", DEVICE, "echo/b", identity="user2", MQTT_VERSION="3.1.1")
+        self.assertEqual(a.wait_exit(30), 0, a.log())
+        self.assertEqual(b.wait_exit(30), 0, b.log())
+        self.assertIn('"/echo/a"', a.log())
+        self.assertIn('"/echo/b"', b.log())
+
+    def test_accept_mode_serves_plain_and_sealed(self):
+        os.mkdir(self.tmp.file("state-acc"))
+        self.start_homd(device="acc", state=self.tmp.file("state-acc"), mode="accept")
+        plain = self.hom("get", "acc", "gps/latitude", identity=None)
+        self.assertEqual(plain.returncode, 0, plain)
+        sealed = self.hom("get", "acc", "gps/latitude")
+        self.assertEqual(sealed.returncode, 0, sealed)
+        stranger = self.hom("get", "acc", "gps/latitude", identity="stranger")
+        self.assertEqual(stranger.returncode, 60, stranger)  # a clear 401: unauthenticated
+        self.assertIn("answered in clear, unauthenticated: 401", stranger.stderr)
+        self.assertEqual(self.api_server.count("GET", "/gps/latitude"), 2)
+
+    def test_hom_allow_403(self):
+        ok = self.hom("get", DEVICE, "gps/latitude", identity="limited")
+        self.assertEqual(ok.returncode, 0, ok)
+        denied = self.hom("post", DEVICE, "echo/x", "-d", "{}", identity="limited")
+        self.assertEqual(denied.returncode, 22, denied)
+        self.assertIn("403", denied.stderr)
+        self.assertEqual(self.api_server.count("POST", "/echo/x"), 0)
+
+    def test_gateway_seals_with_its_identity(self):
+        import urllib.request
+        port = harness.free_port()
+        gateway = self.process(
+            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
+            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
+                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
+                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                             GATEWAY_IDENTITY_FILE=self.keys["limited"],
+                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
+            "gateway")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def get(path):
+            try:
+                with opener.open(f"http://127.0.0.1:{port}{path}", timeout=20) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except OSError:
+                self.assertTrue(gateway.running(), gateway.log())
+                return None, b""
+
+        status, body = harness.wait_until(
+            lambda: (lambda r: r if r[0] == 200 else None)(get(f"/{DEVICE}/gps/latitude")),
+            what="a sealed call through the gateway")
+        self.assertEqual(json.loads(body), {"latitude": 48.8584})
+        # The gateway's key may call GET /gps/** only (hom-allow): the device says 403.
+        self.assertEqual(get(f"/{DEVICE}/echo/x")[0], 403)
+        self.assertEqual(self.api_server.count("GET", "/echo/x"), 0)
+        self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
+                            for m in self.spy.all()))
+
+    # ---- a hostile broker -----------------------------------------------------------
+
+    def secret_call(self):
+        """A sealed call whose path, header and body the broker must not see."""
+        r = self.hom("post", DEVICE, "echo/secret-path-4711", "-H", "X-Secret: hunter2-token",
+                     "-d", '{"secret":"body-words-0815"}')
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("body-words-0815", r.stdout)
+        self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+        return self.sealed_requests()[-1]
+
+    def test_broker_sees_no_path_header_or_body(self):
+        self.secret_call()
+        seen = b"".join(m.topic.encode() + m.payload + (m.response_topic or "").encode()
+                        for m in self.spy.all())
+        log = self.broker.log()
+        for secret in ("secret-path", "hunter2", "body-words", "echo", "X-Secret", "POST"):
+            self.assertNotIn(secret.encode(), seen, secret)
+            self.assertNotIn(secret, log, secret)
+        topics = {m.topic for m in self.spy.all()}
+        self.assertIn(SEALED_REQ, topics)
+
+    def test_replay_before_and_after_restart(self):
+        captured = self.secret_call()
+        first = self.spy.all(lambda m: m.topic.startswith(f"v1/res/{DEVICE}/hom/"))
+        self.assertEqual(len(first), 1)
+        # (a) Replayed as captured: the first reply again, byte for byte; not executed.
+        self.spy.publish(SEALED_REQ, captured.payload, qos=2,
+                         response_topic=captured.response_topic,
+                         correlation_data=captured.correlation_data)
+        again = harness.wait_until(
+            lambda: self.spy.all(lambda m: m.topic == first[0].topic)[1:], what="the reply")
+        self.assertEqual(again[0].payload, first[0].payload)
+        self.daemon.process.wait_for_log("a copy answered with the first reply, not executed")
+        # After a restart: the seen nonces come from HOM_STATE_DIR.
+        self.daemon.stop()
+        self.daemon = self.start_homd()
+        self.spy.publish(SEALED_REQ, captured.payload, qos=2,
+                         response_topic=captured.response_topic,
+                         correlation_data=captured.correlation_data)
+        later = harness.wait_until(
+            lambda: self.spy.all(lambda m: m.topic == first[0].topic)[2:], what="the refusal")
+        doc = self.open_reply(later[0].payload,
+                              expect_hash=hashlib.sha256(captured.payload).hexdigest())
+        self.assertEqual(doc["status"], 401, doc)
+        self.assertIn("replayed request", doc["error"])
+        self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+
+    def test_rerouted_to_another_device_is_refused(self):
+        # The other device even shares this device's key: the signed device id decides.
+        os.mkdir(self.tmp.file("state2"))
+        other = self.start_homd(device=OTHER, key="device", state=self.tmp.file("state2"))
+        self.assertIsNotNone(other)
+        captured = self.secret_call()
+        self.spy.publish(f"v1/req/{OTHER}/@sealed", captured.payload, qos=2,
+                         response_topic=f"v1/res/{OTHER}/x", correlation_data=b"c")
+        m = self.spy.wait_message(lambda m: m.topic == f"v1/res/{OTHER}/x", what="the refusal")
+        doc = m.json()
+        self.assertEqual(doc["status"], 401, doc)
+        self.assertIn("signed for device v1/itsme", doc["error"])
+        self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+
+    def test_flipped_bit_is_refused(self):
+        captured = self.secret_call()
+        for position in (len(captured.payload) // 2, len(captured.payload) - 1, 40):
+            corrupt = bytearray(captured.payload)
+            corrupt[position] ^= 0x01
+            self.spy.publish(SEALED_REQ, bytes(corrupt), qos=2,
+                             response_topic=f"v1/res/{DEVICE}/flip", correlation_data=b"flip")
+        harness.wait_until(lambda: len(self.replies_on(f"v1/res/{DEVICE}/flip")) >= 3,
+                           what="three refusals")
+        for m in self.replies_on(f"v1/res/{DEVICE}/flip"):
+            self.assertEqual(m.json()["status"], 401)
+        self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+
+    def slow_call(self, identity="user"):
+        """hom waiting on a call that the API holds; returns (process, its sealed request)."""
+        before = len(self.sealed_requests())
+        p = self.hom_background("get", DEVICE, "slow", "-G", "ms=60000", identity=identity)
+        harness.wait_until(lambda: len(self.sealed_requests()) > before, what="the request")
+        harness.wait_until(lambda: self.api_server.count("GET", "/slow") >= 1,
+                           what="the API call")
+        return p, self.sealed_requests()[-1]
+
+    def test_forged_reply_is_refused_by_hom(self):
+        p, req = self.slow_call()
+        # A reply sealed to the requester, but signed by a key that is not the device's.
+        fake = subprocess.run(["age", "-R", self.keys["user"] + ".pub"],
+                              input=b"11:hom-reply@v1,", capture_output=True, check=True).stdout
+        self.spy.publish(req.response_topic, fake, qos=1, correlation_data=req.correlation_data)
+        self.assertEqual(p.wait_exit(30), 60, p.log())
+        self.assertIn("not authentic", p.log())
+        self.api_server.release()
+
+    def test_forged_clear_reply_is_refused_by_hom(self):
+        p, req = self.slow_call()
+        self.spy.publish(req.response_topic, b'{"status":200,"content":"forged"}', qos=1,
+                         correlation_data=req.correlation_data)
+        self.assertEqual(p.wait_exit(30), 60, p.log())
+        self.assertIn("answered in clear", p.log())
+        self.api_server.release()
+
+    def test_reply_of_one_requester_delivered_to_another_is_refused(self):
+        self.secret_call()
+        reply_of_user = self.spy.all(lambda m: m.topic.startswith(f"v1/res/{DEVICE}/hom/"))[-1]
+        p, req = self.slow_call(identity="user2")
+        self.spy.publish(req.response_topic, reply_of_user.payload, qos=1,
+                         correlation_data=req.correlation_data)
+        self.assertEqual(p.wait_exit(30), 60, p.log())
+        self.assertIn("not authentic", p.log())
+        self.api_server.release()
+        self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
