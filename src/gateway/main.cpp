@@ -98,11 +98,12 @@ int main(int argc, char** argv) {
   requester->session().run(stop);
 
   sd_notify(0, "STOPPING=1");
+  // The signal thread's handler uses the requester: it is gone before the requester is.
+  hom::join_signal_thread(signal_thread);
   server.drain(config.shutdown_grace);
   // Calls still waiting complete now (504), before the server is gone: its destructor then
   // runs their completions, so nothing is left holding a connection.
   requester.reset();
   spdlog::info("stopped");
-  hom::join_signal_thread(signal_thread);
   return 0;
 }

@@ -532,18 +532,20 @@ TEST_F(StreamTest, BrokerRestartMidTransferEndsInAnErrorOrACorrectFile) {
   ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
   TempDir dir;
   const std::string out = dir.file("blob");
-  const std::uint64_t bytes = 256ULL << 20;  // long enough to be cut
+  const std::uint64_t bytes = test_bytes();
   Spawned hom({HOM_BIN, "get", homd.topic_id(), "blob", "-G", "size=" + std::to_string(bytes), "-o",
                out, "-s", "--timeout", "5s"},
               hom_env(homd, broker.port()), dir.file("err"));
-  // Restart once the transfer is under way.
-  ASSERT_TRUE(homd.process().wait_for_log("blob", 1, deadline_in())) << homd.log_tail();
+  // Restart once the transfer is under way: a megabyte written, the rest still to come.
   const auto part = out + ".part";
   const auto until = deadline_in();
+  std::error_code ec;
   // Polled: the file's size is the only sign of progress.
-  while (Clock::now() < until &&
-         (!std::filesystem::exists(part) || std::filesystem::file_size(part) < (4u << 20)))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (Clock::now() < until && std::filesystem::file_size(part, ec) < (1u << 20) &&
+         !std::filesystem::exists(out))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_FALSE(std::filesystem::exists(out)) << "the transfer ended before the restart";
+  ASSERT_GE(std::filesystem::file_size(part, ec), 1u << 20) << slurp(dir.file("err"));
   broker.restart();
   const int exit = hom.finish();
   const std::string err = slurp(dir.file("err"));
