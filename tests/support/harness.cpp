@@ -183,28 +183,36 @@ bool port_accepts(int port) {
 // ---------------------------------------------------------------------------------------
 // Process
 
-Process::Process(std::vector<std::string> argv, const Env& env, std::string log_path)
-    : log_path_(std::move(log_path)) {
-  (void)kSigpipeIgnored;
-  if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
-    throw failure("Process: argv[0] must be an absolute path");
-  }
+std::vector<std::string> child_environment(const Env& env) {
   Env full = env;
   for (const char* name : {"ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS", "TSAN_OPTIONS"}) {
     if (const char* value = std::getenv(name); value != nullptr && full.count(name) == 0) {
       full[name] = value;
     }
   }
+  std::vector<std::string> out;
+  for (const auto& [name, value] : full) out.push_back(name + "=" + value);
+  return out;
+}
+
+std::vector<char*> exec_vector(std::vector<std::string>& strings) {
+  std::vector<char*> out;
+  for (auto& s : strings) out.push_back(s.data());
+  out.push_back(nullptr);
+  return out;
+}
+
+Process::Process(std::vector<std::string> argv, const Env& env, std::string log_path)
+    : log_path_(std::move(log_path)) {
+  (void)kSigpipeIgnored;
+  if (argv.empty() || argv[0].empty() || argv[0][0] != '/') {
+    throw failure("Process: argv[0] must be an absolute path");
+  }
   // Everything the child needs is built before fork(): after it, only async-signal-safe
   // calls are allowed, because the test process has threads (Paho, httplib).
-  std::vector<std::string> env_strings;
-  for (const auto& [name, value] : full) env_strings.push_back(name + "=" + value);
-  std::vector<char*> c_argv;
-  for (auto& arg : argv) c_argv.push_back(arg.data());
-  c_argv.push_back(nullptr);
-  std::vector<char*> c_env;
-  for (auto& entry : env_strings) c_env.push_back(entry.data());
-  c_env.push_back(nullptr);
+  std::vector<std::string> env_strings = child_environment(env);
+  std::vector<char*> c_argv = exec_vector(argv);
+  std::vector<char*> c_env = exec_vector(env_strings);
 
   const int log_fd =
       ::open(log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);

@@ -73,6 +73,12 @@ class TempDir {
   std::string path_;
 };
 
+// A child's environment as "NAME=value" strings: `env`, plus the sanitizer options of the
+// test process when it has them (and `env` does not).
+std::vector<std::string> child_environment(const Env& env);
+// argv/envp for exec: pointers into `strings`, null-terminated.
+std::vector<char*> exec_vector(std::vector<std::string>& strings);
+
 // A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read, closed).
 int free_port();
 
