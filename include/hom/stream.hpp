@@ -101,11 +101,6 @@ std::size_t chunk_capacity(std::size_t max_packet, std::size_t empty_message_byt
 std::size_t chunk_room(const Publisher& publisher, OutboundMessage message, const std::string& id,
                        bool binary);
 
-// The most data bytes per chunk when packets are capped at `max_message_bytes`
-// (MQTT_MAX_MESSAGE_BYTES, 256 KiB by default, also when the broker names no limit of its
-// own), for a message whose topic and properties take `topic_and_properties` bytes.
-std::size_t chunk_cap(std::size_t max_message_bytes, std::size_t topic_and_properties, bool binary);
-
 // Incremental SHA-256 (OpenSSL), hex digest.
 class Sha256 {
  public:

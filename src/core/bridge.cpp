@@ -235,10 +235,10 @@ std::optional<Response> Bridge::execute_stream(HttpExecutor& executor, Request& 
   o.window = asked.window;
   // Chunks stay within MQTT_MAX_MESSAGE_BYTES (256 KiB by default) even when the broker
   // names no limit: a window of them is what each side holds.
-  const std::size_t cap =
-      chunk_cap(config_.mqtt.max_message_bytes,
-                request.response_topic.size() + request.correlation_data.value_or("").size() + 16,
-                request.mqtt5);
+  const std::size_t cap = chunk_capacity(
+      config_.mqtt.max_message_bytes,
+      request.response_topic.size() + request.correlation_data.value_or("").size() + 16,
+      request.mqtt5);
   o.chunk_bytes = asked.max_chunk_bytes ? std::min(asked.max_chunk_bytes, cap) : cap;
   o.binary = request.mqtt5;
   o.stall = request.timeout;

@@ -220,7 +220,8 @@ struct Requester::Impl {
     if (device_max) bytes = std::min(bytes, device_max);
     // Within MQTT_MAX_MESSAGE_BYTES (256 KiB by default) even when the broker names no limit.
     bytes = std::min(
-        bytes, chunk_cap(max_message, f.request_topic.size() + f.correlation.size() + 16, binary));
+        bytes,
+        chunk_capacity(max_message, f.request_topic.size() + f.correlation.size() + 16, binary));
     return bytes;
   }
 

@@ -254,11 +254,6 @@ std::size_t chunk_room(const Publisher& publisher, OutboundMessage message, cons
   return chunk_capacity(room + message.payload.size(), message.payload.size(), binary);
 }
 
-std::size_t chunk_cap(std::size_t max_message_bytes, std::size_t topic_and_properties,
-                      bool binary) {
-  return chunk_capacity(max_message_bytes, topic_and_properties, binary);
-}
-
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (!ctx_ || EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(ctx_), EVP_sha256(), nullptr) != 1)
     throw std::runtime_error("SHA-256 is not available");
