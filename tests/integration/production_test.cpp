@@ -5,10 +5,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -281,6 +283,13 @@ TEST(ProductionBrokerTest, OfflineDeliveryAcrossBrokerRestart) {
 // with a persistent session keeps publishing at QoS 2 (Paho buffers while the broker is
 // away). Every request is answered: homd buffers replies produced while the broker is away
 // and sends them after its reconnect.
+//
+// Each request names itself in its topic (get/echo/<n>), so a reply identifies its request
+// even when homd could not read the payload. That happens: Paho C, resending a buffered
+// QoS 2 PUBLISH after an automatic reconnect of a persistent session, now and then sends
+// garbage for the payload (eclipse-paho/paho.mqtt.c#1592; seen here about once in 40 runs
+// under TSan). homd answers such a request with one 400 ("payload is not valid JSON"),
+// which is the right answer and still exactly one.
 TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) {
   Mosquitto::Options options;
   options.persistence = true;
@@ -289,17 +298,28 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   Homd homd(broker.port(), api.base_url());
   ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
   const std::string start = homd.topic_start(), id = homd.topic_id();
+  const std::string request_prefix = start + "/req/" + id + "/get/echo/";
+  const std::string reply_prefix = start + "/res/" + id + "/get/echo/";
 
   std::mutex mu;
   std::condition_variable cv;
-  std::map<std::string, int> answers;  // req_id -> replies seen; guarded by mu
+  std::map<std::string, std::vector<int>> answers;  // request name -> statuses; guarded by mu
+  std::vector<std::string> unreadable;              // requests homd answered 400 "not valid JSON"
   mqtt::create_options create(MQTTVERSION_3_1_1, 10000);
   create.set_send_while_disconnected(true, true);
   mqtt::async_client client(broker.uri(), unique_name("persistent-"), create, nullptr);
   client.set_message_callback([&](mqtt::const_message_ptr m) {
+    const std::string& topic = m->get_topic();
+    if (topic.rfind(reply_prefix, 0) != 0) return;
+    const std::string name = topic.substr(reply_prefix.size());
     const auto doc = Json::parse(m->get_payload_str(), nullptr, false);
+    const int status =
+        doc.is_object() && doc["status"].is_number_integer() ? doc["status"].get<int>() : -1;
     std::lock_guard<std::mutex> lock(mu);
-    if (doc.is_object() && doc["status"] == 200) ++answers[doc["req_id"].get<std::string>()];
+    answers[name].push_back(status);
+    if (status == 400 && m->get_payload_str().find("not valid JSON") != std::string::npos) {
+      unreadable.push_back(name);
+    }
     cv.notify_all();
   });
   const std::string filter = start + "/res/" + id + "/#";
@@ -314,9 +334,8 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   const int kCycles = 3, kPerCycle = 20;
   for (int cycle = 0; cycle < kCycles; ++cycle) {
     for (int i = 0; i < kPerCycle; ++i) {
-      const std::string req_id = "r" + std::to_string(cycle) + "-" + std::to_string(i);
-      client.publish(start + "/req/" + id + "/get/gps/latitude", Json{{"req_id", req_id}}.dump(), 2,
-                     false);
+      const std::string name = "r" + std::to_string(cycle) + "-" + std::to_string(i);
+      client.publish(request_prefix + name, Json{{"req_id", name}}.dump(), 2, false);
     }
     broker.restart();
   }
@@ -326,6 +345,10 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   });
   EXPECT_TRUE(all) << answers.size() << " of " << kCycles * kPerCycle << " answered\n"
                    << homd.log_tail();
+  for (const auto& name : unreadable) {
+    std::printf("unreadable: %s arrived at homd with a corrupt payload, answered 400\n",
+                name.c_str());
+  }
   // Exactly once is what QoS 2 promises. Mosquitto 2.0.11 with persistence breaks it across
   // a restart: a QoS 2 exchange caught after the PUBREC (the broker's PUBREL already sent)
   // is resent after the restart as a whole PUBLISH with the DUP flag. Paho has completed
@@ -336,13 +359,16 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   // duplicate must be explained by such a redelivery from the broker, to homd or to this
   // client: homd must never duplicate on its own.
   int duplicates = 0;
-  for (const auto& [req_id, n] : answers) {
-    EXPECT_GE(n, 1) << req_id;
-    if (n > 1) {
-      duplicates += n - 1;
-      std::printf("duplicate: %s answered %dx; homd executed %d calls, API saw %zu\n",
-                  req_id.c_str(), n, homd.process().count_in_log("GET gps/latitude -> 200"),
-                  api.count("/gps/latitude"));
+  for (const auto& [name, statuses] : answers) {
+    for (const int status : statuses) {
+      const bool unread = std::find(unreadable.begin(), unreadable.end(), name) != unreadable.end();
+      EXPECT_TRUE(status == 200 || (status == 400 && unread)) << name << ": " << status;
+    }
+    if (statuses.size() > 1) {
+      duplicates += static_cast<int>(statuses.size()) - 1;
+      std::printf("duplicate: %s answered %zux; homd executed %d calls, API saw %zu\n",
+                  name.c_str(), statuses.size(), homd.process().count_in_log("GET echo/"),
+                  api.count("/echo/"));
     }
   }
   int redeliveries = 0;  // PUBLISH packets the broker sent again, DUP flag set
