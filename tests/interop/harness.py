@@ -548,7 +548,9 @@ class Message:
 
 
 class Client:
-    """A Paho Python client on its own network thread; every wait has a deadline."""
+    """A Paho Python client on its own network thread; every wait has a deadline. Paho's
+    loop reconnects when the connection drops; a session the broker did not keep gets its
+    subscriptions again, as a long-lived requester would."""
 
     def __init__(self, port, version=5, host="127.0.0.1", transport="tcp", ca_file=None,
                  client_id=None, clean=True, connect=True):
@@ -567,6 +569,8 @@ class Client:
         self.connect_rc = None
         self.subacks = {}
         self.granted = {}
+        self.subscriptions = {}  # topic -> qos, renewed on a reconnect without a session
+        self.connects = 0
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
@@ -576,6 +580,11 @@ class Client:
 
     def _on_connect(self, client, userdata, flags, rc, properties=None):
         self.connect_rc = rc
+        with self.lock:
+            self.connects += 1
+            renew = list(self.subscriptions.items()) if not flags.get("session present") else []
+        for topic, qos in renew:
+            self.client.subscribe(topic, qos)
         self.connected.set()
 
     def _on_message(self, client, userdata, msg):
@@ -604,6 +613,7 @@ class Client:
     def subscribe(self, topic, qos=2, timeout=DEFAULT_WAIT):
         """Subscribes and waits for the SUBACK; returns the granted QoS list."""
         with self.lock:
+            self.subscriptions[topic] = qos
             rc, mid = self.client.subscribe(topic, qos)
             event = self.subacks.setdefault(mid, threading.Event())
         if rc != 0 or not event.wait(timeout):

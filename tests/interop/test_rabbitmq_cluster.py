@@ -12,13 +12,18 @@ Proves:
   counted, not asserted: the queue of homd's persistent session lives on node 1, and while
   node 1 is down node 2 has nowhere to route them (RabbitMQ 3.10 drops them and still
   acknowledges the PUBLISH), so their callers time out. Duplicated executions at the API are
-  counted too (a QoS 1 redelivery of a request whose PUBACK was lost in the restart). The
-  figures are printed (ctest -V) and explained in the README.
+  counted too (a QoS 1 redelivery of a request whose PUBACK was lost in the restart).
+- RabbitMQ 3.10 also closes the *requester's* connection on node 2 when node 1 goes: a
+  request in flight to the queue on node 1 is refused internally (basic.nack), which its
+  MQTT plugin does not expect ({mqtt_unexpected_msg,{'basic.nack',...}} in node 2's log).
+  The requester here reconnects with a persistent session (its queue, on node 2, keeps the
+  replies meanwhile), as a long-lived requester such as hom-gateway must; one with a clean
+  session must subscribe again and loses the replies sent in between.
+The figures are printed (ctest -V) and explained in the README.
 """
 
 import hashlib
 import json
-import os
 import threading
 import time
 import unittest
@@ -88,13 +93,8 @@ class RabbitMqClusterTest(InteropTest):
         self.assertEqual(status, 200, f"{body}\n{harness.tail(gateway.log())}")
         self.assertEqual(json.loads(body), {"latitude": 48.8584})
 
-    # On demand (HOM_CLUSTER_RESTART=1): replies to requests sent after homd reconnected to
-    # the restarted node did not reach the requester within 60 s (README "RabbitMQ cluster");
-    # until that is understood this measures rather than gates.
-    @unittest.skipUnless(os.environ.get("HOM_CLUSTER_RESTART") == "1",
-                         "set HOM_CLUSTER_RESTART=1 to restart a node under load")
     def test_node1_restarted_under_load(self):
-        requester = self.client(self.node2.port, version=311)
+        requester = self.client(self.node2.port, version=311, clean=False)
         requester.subscribe(f"v1/res/{DEVICE}/#", 1)
         sent = []  # (n, published at): acknowledged by node 2
         unacked = []  # n: node 2 did not acknowledge the PUBLISH in time
@@ -133,11 +133,15 @@ class RabbitMqClusterTest(InteropTest):
         stop.set()
         publisher.join(30)
 
+        overloaded = set()  # refused by homd's admission (503, never executed)
+
         def replies():
             out = {}
             for m in requester.all(lambda m: m.topic.startswith(f"v1/res/{DEVICE}/")):
                 doc = m.json()
                 out.setdefault(doc.get("req_id"), []).append(doc.get("status"))
+                if doc.get("status") == 503 and "overloaded" in json.dumps(doc):
+                    overloaded.add(doc.get("req_id"))
             return out
 
         def settled():
@@ -149,7 +153,8 @@ class RabbitMqClusterTest(InteropTest):
         except AssertionError:
             pass  # counted below
         got = replies()
-        executed = {n: self.http.count("GET", f"/echo/{n}") for n, _ in sent}
+        executed = {n: self.http.count("GET", f"/echo/{n}") for n in [n for n, _ in sent] + unacked}
+        node2_crashes = self.node2.log().count("mqtt_unexpected_msg,{'basic.nack'")
 
         lost = [n for n, _ in sent if n not in got]
         duplicated = [n for n, statuses in got.items() if len(statuses) > 1]
@@ -165,7 +170,11 @@ class RabbitMqClusterTest(InteropTest):
             f"{len([n for n in lost if n in during])}), answered twice {len(duplicated)}, "
             f"executed twice at the API {len(twice_executed)}, unknown req_ids "
             f"{len([n for n in got if n not in executed])}\n"
-            f"  statuses: {sorted({s for v in got.values() for s in v})}")
+            f"  statuses: {sorted({s for v in got.values() for s in v})} ({len(overloaded)} "
+            f"503 'overloaded': the backlog arrived at once, beyond WORKERS + QUEUE_MAX); "
+            f"the requester "
+            f"connected {requester.connects} times, node 2 closed its connection on a "
+            f"basic.nack {node2_crashes} times")
 
         # What can be guaranteed: nothing answered that was not asked; everything asked while
         # homd was connected (before the restart, or after it was back) answered exactly once.
@@ -174,7 +183,11 @@ class RabbitMqClusterTest(InteropTest):
         self.assertEqual([n for n in steady if n not in got], [],
                          f"homd:\n{harness.tail(self.daemon.log())}")
         self.assertEqual([n for n in steady if n in duplicated], [])
-        self.assertTrue(all(s == 200 for v in got.values() for s in v), got)
+        # A reply is the API's 200, or homd's 503 when the backlog overflowed its queue: that
+        # request was refused before execution (the caller may retry it), still one reply.
+        self.assertEqual([n for n, v in got.items() for s in v
+                          if s != 200 and not (s == 503 and n in overloaded)], [])
+        self.assertEqual([n for n in overloaded if executed.get(n)], [])
 
 
 if __name__ == "__main__":
