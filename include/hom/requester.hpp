@@ -89,8 +89,9 @@ class Requester {
       std::function<void(std::string data, std::function<void()> consumed)> on_data;
       // An upload: asked for the next piece of the request body (at most `max` bytes) when the
       // window has room; answers through `give` (once per ask, from any thread; `last` with
-      // the final piece, which may be empty).
-      using Give = std::function<void(std::string data, bool last)>;
+      // the final piece, which may be empty). A non-empty `error` instead says the body cannot
+      // be given (its source broke off, or it is over a limit): the device aborts the call.
+      using Give = std::function<void(std::string data, bool last, std::string error)>;
       std::function<void(std::size_t max, Give give)> next_upload;
       std::optional<std::uint64_t> upload_length;  // declared when known
     };

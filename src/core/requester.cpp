@@ -239,12 +239,14 @@ struct Requester::Impl {
       s.asked = true;
       max = s.chunk_bytes;
       next = s.options.next_upload;
-      give = [this, key](std::string data, bool last) { give_upload(key, std::move(data), last); };
+      give = [this, key](std::string data, bool last, std::string error) {
+        give_upload(key, std::move(data), last, std::move(error));
+      };
     }
     next(max, std::move(give));
   }
 
-  void give_upload(const std::string& key, std::string data, bool last) {
+  void give_upload(const std::string& key, std::string data, bool last, std::string error) {
     OutboundMessage m;
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -259,7 +261,12 @@ struct Requester::Impl {
       s.tx_sha.update(data);
       s.upload_bytes += data.size();
       c.data = std::move(data);
-      if (last) {
+      if (!error.empty()) {
+        c.data.clear();  // a receiver discards an error chunk's data
+        c.last = true;
+        c.error = std::move(error);
+        s.sent_last = true;
+      } else if (last) {
         c.last = true;
         c.total = s.upload_bytes;
         c.sha256 = s.tx_sha.hex();

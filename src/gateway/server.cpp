@@ -182,7 +182,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   }
 
   // The head first: a body with a Content-Length over kStreamAbove streams to the device as
-  // the device asks for it (flow control end to end); a smaller or chunked one is read whole.
+  // the device asks for it (flow control end to end); a smaller one is read whole. A chunked
+  // body is read whole when it ends within kStreamAbove bytes, else streamed with no length.
   void read_request() {
     arm(server_->config.request_timeout);
     parser_->body_limit(
@@ -196,36 +197,40 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     if (ec) return on_read(ec);
     const auto length = parser_->content_length();
     const auto& config = server_->config;
-    const bool stream = length && *length > kStreamAbove && *length <= config.max_upload_bytes;
+    const bool chunked = parser_->chunked();
+    const bool stream = length && *length > kStreamAbove;
+    if (stream && *length > config.max_upload_bytes) {
+      upload_over_limit_ = true;  // 413 naming GATEWAY_MAX_UPLOAD_BYTES
+      return on_read(http::error::body_limit);
+    }
     if (!stream && length && *length > config.max_body_bytes)
       return on_read(http::error::body_limit);
     // A client that waits for "100 Continue" before its body (curl does for large ones).
-    if (beast::iequals(parser_->get()[http::field::expect], "100-continue") && length &&
-        *length > 0) {
+    if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
+        ((length && *length > 0) || chunked)) {
       auto interim = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
                                                                         parser_->get().version());
       return http::async_write(
           stream_, *interim,
-          [self = shared_from_this(), interim, stream](beast::error_code ec, std::size_t) {
+          [self = shared_from_this(), interim, stream, chunked](beast::error_code ec, std::size_t) {
             if (ec) return self->close();
-            self->read_body(stream);
+            self->read_body(stream, chunked);
           });
     }
-    read_body(stream);
+    read_body(stream, chunked);
   }
 
-  void read_body(bool stream) {
-    if (stream) {
+  void read_body(bool stream, bool chunked) {
+    if (stream || chunked) {
       timer_.cancel();
-      first_ = false;
-      started_ = Clock::now();
       upload_.emplace(std::move(*parser_));
-      upload_length_ = *upload_->content_length();
+      upload_length_.reset();
+      if (const auto n = upload_->content_length()) upload_length_ = *n;
       upload_failed_ = false;
-      request_ = {};
-      request_.base() = upload_->get().base();
-      stream_.expires_never();
-      return handle();
+      upload_over_limit_ = false;
+      upload_prefix_.clear();
+      if (chunked) return read_chunked_start();
+      return start_upload();
     }
     parser_->body_limit(server_->config.max_body_bytes);
     http::async_read(
@@ -233,11 +238,60 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
         [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
+  // The request goes to the device; its body follows as the device asks for it.
+  void start_upload() {
+    first_ = false;
+    started_ = Clock::now();
+    request_ = {};
+    request_.base() = upload_->get().base();
+    stream_.expires_never();
+    handle();
+  }
+
+  // A chunked body's first kStreamAbove + 1 bytes decide: the whole body when it ended
+  // before, else the start of a stream (the device then needs protocol 1.1).
+  void read_chunked_start() {
+    auto piece = std::make_shared<std::string>(kStreamAbove + 1, '\0');
+    buffer_.reserve(64 * 1024);
+    prefix_phase_ = true;
+    arm(server_->config.request_timeout);
+    fill_upload(piece, 0, [self = shared_from_this()](std::string data, bool last, std::string) {
+      self->prefix_phase_ = false;
+      self->timer_.cancel();
+      if (!last) {
+        self->upload_prefix_ = std::move(data);
+        self->upload_->body_limit(self->server_->config.max_upload_bytes);
+        return self->start_upload();
+      }
+      if (data.size() > self->server_->config.max_body_bytes)
+        return self->on_read(http::error::body_limit);
+      self->first_ = false;
+      self->started_ = Clock::now();
+      self->request_ = {};
+      self->request_.base() = self->upload_->get().base();
+      self->request_.erase(http::field::transfer_encoding);
+      self->request_.body() = std::move(data);
+      self->upload_.reset();
+      self->stream_.expires_never();
+      self->handle();
+    });
+  }
+
   // The device's next ask for upload bytes: a piece of `max` bytes (or the rest), read
-  // straight from the client's socket.
+  // straight from the client's socket (after what a chunked body's start left).
   void read_upload(std::size_t max, Requester::Call::Stream::Give give) {
     if (!upload_ || upload_failed_) return;
-    if (upload_->is_done()) return give({}, true);
+    if (!upload_prefix_.empty()) {
+      std::string piece;
+      if (upload_prefix_.size() <= max) {
+        piece.swap(upload_prefix_);
+      } else {
+        piece = upload_prefix_.substr(0, max);
+        upload_prefix_.erase(0, max);
+      }
+      return give(std::move(piece), false, {});  // more followed it: the end is still to come
+    }
+    if (upload_->is_done()) return give({}, true, {});
     auto piece = std::make_shared<std::string>(max, '\0');
     // Reads of up to 64 KiB (Beast sizes them by the buffer's free capacity).
     buffer_.reserve(64 * 1024);
@@ -249,24 +303,35 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     upload_->get().body().data = piece->data() + got;
     upload_->get().body().size = piece->size() - got;
     upload_->get().body().more = true;
-    stream_.expires_after(server_->config.request_timeout);  // a client that stops sending
+    // A client that stops sending (a chunked body's start is bounded by timer_ instead).
+    if (!prefix_phase_) stream_.expires_after(server_->config.request_timeout);
     http::async_read_some(
         stream_, buffer_, *upload_,
         [self = shared_from_this(), piece, got, give](beast::error_code ec, std::size_t) mutable {
           self->stream_.expires_never();
           if (ec == http::error::need_buffer) ec = {};
           if (ec || !self->upload_) {
-            // The client went away or sent garbage: the device's upload stalls and ends
-            // with an error; nothing complete is claimed.
+            // Before the device was asked (a chunked body's start): answered here.
+            if (self->prefix_phase_) {
+              self->prefix_phase_ = false;
+              self->upload_.reset();
+              return self->on_read(ec);  // 408 when timed out, 413 over the limit, ...
+            }
+            // The client went away, sent garbage or too much: the device is told, aborts
+            // the call and answers (413 to the client when over the limit).
             self->upload_failed_ = true;
-            return;
+            self->upload_over_limit_ = ec == http::error::body_limit;
+            return give({}, true,
+                        self->upload_over_limit_
+                            ? "the request body is over the gateway's GATEWAY_MAX_UPLOAD_BYTES"
+                            : "the client's request body broke off: " + ec.message());
           }
           const std::size_t total = piece->size() - self->upload_->get().body().size;
           const bool last = self->upload_->is_done();
           if (!last && total < piece->size())
             return self->fill_upload(std::move(piece), total, std::move(give));
           piece->resize(total);
-          give(std::move(*piece), last);
+          give(std::move(*piece), last, {});
         });
   }
 
@@ -297,6 +362,13 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       return close();
     if (ec == http::error::header_limit)
       return fail(http::status::request_header_fields_too_large, "headers over the limit", false);
+    if (ec == http::error::body_limit && upload_over_limit_) {
+      upload_over_limit_ = false;
+      return fail(http::status::payload_too_large,
+                  "body over GATEWAY_MAX_UPLOAD_BYTES (" +
+                      std::to_string(server_->config.max_upload_bytes) + ")",
+                  false);
+    }
     if (ec == http::error::body_limit)
       return fail(http::status::payload_too_large,
                   "body over GATEWAY_MAX_BODY_BYTES (" +
@@ -548,6 +620,13 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     // the rest of the body is still on the connection, so it closes after the response.
     if (upload_ && !upload_->is_done()) upload_unread_ = true;
     upload_.reset();
+    if (upload_over_limit_ && !streaming_) {
+      upload_over_limit_ = false;
+      return fail(http::status::payload_too_large,
+                  "body over GATEWAY_MAX_UPLOAD_BYTES (" +
+                      std::to_string(server_->config.max_upload_bytes) + ")",
+                  false);
+    }
     if (streaming_) {
       log_stream(result.reply.status, result);
       if (result.outcome != Requester::Outcome::kReply) return abort_stream();
@@ -708,10 +787,17 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
   bool stream_done_ = false;  // the requester reported the end: write the rest, then finish
   bool stream_keep_alive_ = true;
   std::deque<std::pair<std::string, std::function<void()>>> pending_writes_;
-  // A streamed upload (a body with a Content-Length over kStreamAbove).
+  // A streamed upload: a body with a Content-Length over kStreamAbove, or a chunked one that
+  // goes on past it.
   static constexpr std::uint64_t kStreamAbove = 64 * 1024;
   std::optional<http::request_parser<http::buffer_body>> upload_;
-  std::uint64_t upload_length_ = 0;
+  std::optional<std::uint64_t> upload_length_;  // none for a chunked body
+  // A chunked body's first bytes, not yet given to the device.
+  std::string upload_prefix_;
+  // Reading a chunked body's start: the device not asked yet.
+  bool prefix_phase_ = false;
+  // The body is over GATEWAY_MAX_UPLOAD_BYTES: the answer is 413.
+  bool upload_over_limit_ = false;
   bool upload_failed_ = false;
   bool upload_unread_ = false;
 };

@@ -396,7 +396,7 @@ int main(int argc, char** argv) {
           std::string piece(max, '\0');
           upload.read(piece.data(), static_cast<std::streamsize>(max));
           piece.resize(static_cast<std::size_t>(upload.gcount()));
-          give(std::move(piece), upload.peek() == std::char_traits<char>::eof());
+          give(std::move(piece), upload.peek() == std::char_traits<char>::eof(), {});
         };
       }
       call.request.include_headers = true;  // Content-Length for the progress bar

@@ -360,12 +360,14 @@ TEST_F(GatewayLimitsTest, BodyOverTheLimitIs413AndReadable) {
   EXPECT_EQ(r.status, 413);
   EXPECT_NE(r.headers.find("hom-error:"), std::string::npos);
   EXPECT_EQ(api_.count("/echo/"), 0u);
-  // Chunked, so the limit is met half-way through the body: the client still reads the 413.
+  // Chunked: read whole, as it ends within 64 KiB (beyond, it would stream to the device),
+  // and over the limit: the client still reads the 413.
   RawClient c(port_);
   ASSERT_TRUE(c.send("POST " + dev("/echo/x") +
                      " HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n" + kAdmin +
                      "\r\n\r\n"));
   for (int i = 0; i < 20 && !c.closed(); ++i) c.send("64\r\n" + std::string(100, 'y') + "\r\n");
+  c.send("0\r\n\r\n");
   const auto& got = c.read_until_closed();
   EXPECT_EQ(got.rfind("HTTP/1.1 413 ", 0), 0u) << got;
   dir_.write("fits", std::string(1000, 'x'));
@@ -381,11 +383,14 @@ TEST_F(GatewayLimitsTest, SlowClientsGet408WithoutBlockingOthers) {
   RawClient slow_body(port_);
   ASSERT_TRUE(slow_body.send("POST " + dev("/echo/x") + " HTTP/1.1\r\nHost: gw\r\n" + kAdmin +
                              "\r\nContent-Length: 10\r\n\r\nabc"));
+  RawClient slow_chunked(port_);
+  ASSERT_TRUE(slow_chunked.send("POST " + dev("/echo/x") + " HTTP/1.1\r\nHost: gw\r\n" + kAdmin +
+                                "\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"));
   const auto started = Clock::now();
   // Served while both are stuck (well within the request timeout).
   for (int i = 0; i < 3; ++i) EXPECT_EQ(curl({dev("/text"), "-H", kOps}).status, 200);
   EXPECT_FALSE(slow_head.closed());
-  for (auto* c : {&slow_head, &slow_body}) {
+  for (auto* c : {&slow_head, &slow_body, &slow_chunked}) {
     const auto& got = c->read_until_closed();
     EXPECT_EQ(got.rfind("HTTP/1.1 408 ", 0), 0u) << got;
     EXPECT_TRUE(c->closed());

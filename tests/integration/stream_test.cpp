@@ -324,6 +324,85 @@ TEST_F(StreamTest, GatewayRelaysALargeBodyAndAStreamingApi) {
 #endif
   std::printf("[ stream   ] %llu MiB up through the gateway: peak %ld kB\n",
               static_cast<unsigned long long>(bytes >> 20), hwm_up);
+
+  // The same body chunked (no Content-Length, as `curl -T -` or a browser's stream sends
+  // it): streamed to the device with no declared length, byte for byte.
+  const auto chunked = run(
+      {CURL_BIN, "-sS", "-f", "-T", upload, "-H", "Transfer-Encoding: chunked", base + "/upload"},
+      {});
+  ASSERT_EQ(chunked.exit, 0) << chunked.err << gateway.log();
+  const Json chunked_doc = Json::parse(chunked.out, nullptr, false);
+  EXPECT_EQ(chunked_doc.value("length", 0ULL), bytes) << chunked.out;
+  EXPECT_EQ(chunked_doc.value("sha256", ""), file_sha256(upload));
+  // No length was declared, so none reached the API: homd sent it on chunked too.
+  const auto header_of = [&](const std::string& name) {
+    const auto seen = api_.requests();
+    if (seen.empty()) return std::string("(no request)");
+    const auto it = seen.back().headers.find(name);
+    return it == seen.back().headers.end() ? std::string("(none)") : it->second;
+  };
+  EXPECT_EQ(header_of("content-length"), "(none)");
+  EXPECT_EQ(header_of("transfer-encoding"), "chunked");
+#ifndef HOM_SANITIZED
+  EXPECT_LE(status_kb(gateway.pid(), "VmHWM") - rss_before, 8 * 1024);
+#endif
+
+  // A small chunked body is read whole and sent in the request itself, as before streams.
+  const std::string small = dir.file("small");
+  {
+    std::ofstream f(small, std::ios::binary);
+    f << pattern_bytes(7, 1000);
+  }
+  const auto little = run(
+      {CURL_BIN, "-sS", "-f", "-T", small, "-H", "Transfer-Encoding: chunked", base + "/upload"},
+      {});
+  ASSERT_EQ(little.exit, 0) << little.err << gateway.log();
+  const Json little_doc = Json::parse(little.out, nullptr, false);
+  EXPECT_EQ(little_doc.value("length", 0ULL), 1000U) << little.out;
+  EXPECT_EQ(little_doc.value("sha256", ""), file_sha256(small));
+  EXPECT_EQ(header_of("content-length"), "1000");
+}
+
+// GATEWAY_MAX_UPLOAD_BYTES: a declared length over it is refused before the body is read; a
+// chunked body is refused (413) as soon as it passes the limit, and the device, told so,
+// aborts its call to the API instead of waiting for the rest.
+TEST_F(StreamTest, GatewayUploadOverItsLimitIs413) {
+  Homd homd(broker_.port(), api_.base_url());
+  ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
+  TempDir dir;
+  const int port = free_port();
+  Env env = hom_env(homd, broker_.port(),
+                    {{"GATEWAY_LISTEN", "127.0.0.1:" + std::to_string(port)},
+                     {"GATEWAY_AUTH", "none"},
+                     {"GATEWAY_MAX_UPLOAD_BYTES", "200000"},
+                     {"LOG_LEVEL", "info"}});
+  Process gateway({HOM_GATEWAY_BIN}, env, dir.file("gateway.log"));
+  ASSERT_TRUE(gateway.wait_for_log("connected to")) << gateway.log();
+  const std::string url =
+      "http://127.0.0.1:" + std::to_string(port) + "/" + homd.topic_id() + "/upload";
+  const auto write = [&](const std::string& name, std::size_t n) {
+    std::ofstream f(dir.file(name), std::ios::binary);
+    f << pattern_bytes(0, n);
+    return dir.file(name);
+  };
+  const std::string big = write("big", 1000000), fits = write("fits", 150000);
+  const auto status = [&](const std::vector<std::string>& extra, const std::string& file) {
+    std::vector<std::string> argv = {CURL_BIN, "-sS",          "-o", dir.file("out"),
+                                     "-w",     "%{http_code}", "-T", file};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    argv.push_back(url);
+    return run(argv, {}).out;
+  };
+  EXPECT_EQ(status({}, big), "413") << gateway.log();
+  const auto started = Clock::now();
+  EXPECT_EQ(status({"-H", "Transfer-Encoding: chunked"}, big), "413") << gateway.log();
+  // Told at once, not by the device noticing a stall (after HTTP_TIMEOUT_MS, 30 s).
+  EXPECT_LT(Clock::now() - started, std::chrono::seconds(20));
+  EXPECT_TRUE(homd.process().wait_for_log("over the gateway's GATEWAY_MAX_UPLOAD_BYTES"))
+      << homd.log_tail();
+  EXPECT_EQ(status({"-H", "Transfer-Encoding: chunked"}, fits), "200") << gateway.log();
+  const Json doc = Json::parse(slurp(dir.file("out")), nullptr, false);
+  EXPECT_EQ(doc.value("length", 0ULL), 150000U) << slurp(dir.file("out"));
 }
 
 // A device that answers a streamed request with chunks the test makes (the JSON form, over

@@ -10,6 +10,7 @@ a subscriber on aedes exactly once, and homd keeps serving.
 """
 
 import json
+import re
 import unittest
 
 import harness
@@ -23,7 +24,9 @@ class FallbackSwitchTest(InteropTest):
         mosquitto = self.mosquitto()
         port = mosquitto.port
         http = self.api()
-        daemon = self.homd(port, http.url, "switch", MQTT_VERSION="auto", WORKERS=str(REQUESTS))
+        # Back-off windows of 1 to 6 s (full jitter: each wait is drawn from [0, window)).
+        daemon = self.homd(port, http.url, "switch", MQTT_VERSION="auto", WORKERS=str(REQUESTS),
+                           MQTT_RECONNECT_MIN_MS="1000", MQTT_RECONNECT_MAX_MS="6000")
         daemon.wait_connected()
         self.assertIn("(MQTT 5)", daemon.log())
 
@@ -37,9 +40,16 @@ class FallbackSwitchTest(InteropTest):
                            what="every slow call to reach the API")
         requester.close()
         mosquitto.stop()
-        # Two failed attempts: homd's next one is a back-off of 1-2 s away, time enough for
-        # aedes and our subscriber to be there before homd connects and sends what it kept.
-        daemon.process.wait_for_log("retrying in", count=2)
+        # A failed attempt whose next try is at least 3 s away (homd logs the wait): time
+        # enough for aedes and our subscriber to be there before homd connects and sends what
+        # it kept. A shorter draw: the next failed attempt.
+        for attempt in range(1, 40):
+            text = daemon.process.wait_for_log("retrying in", count=attempt, timeout=30)
+            waits = re.findall(r"retrying in ([0-9.]+) s", text)
+            if float(waits[-1]) >= 3.0:
+                break
+        else:
+            self.fail(f"no back-off of 3 s or more in 40 attempts:\n{harness.tail(daemon.log())}")
         aedes = harness.Aedes(self.tmp.path, port=port)
         self.addCleanup(aedes.cleanup)
         subscriber = self.client(port, version=3)
