@@ -295,7 +295,9 @@ TEST(ProductionBrokerTest, BrokerRestartsUnderLoadEveryQos2RequestAnsweredOnce) 
   options.persistence = true;
   Mosquitto broker(options);
   ApiServer api;
-  Homd homd(broker.port(), api.base_url());
+  // Short back-off windows (2 s after a loss, doubling at each failed attempt): three restarts
+  // in a row grow them, and the default ones (8 s, 16 s, ...) could take most of the wait.
+  Homd homd(broker.port(), api.base_url(), Env{{"MQTT_RECONNECT_MIN_MS", "250"}});
   ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
   const std::string start = homd.topic_start(), id = homd.topic_id();
   const std::string request_prefix = start + "/req/" + id + "/get/echo/";
