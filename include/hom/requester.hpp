@@ -106,6 +106,7 @@ class Requester {
     kOffline,      // the device's presence says offline
     kStreamError,  // a streamed reply or upload failed (`error`): the body is incomplete
     kUnverified,   // a sealed call: not sealed, or its reply is not authentic (`error`)
+    kTooLarge,     // the request does not fit one message the broker takes: not published
   };
   struct Result {
     Outcome outcome = Outcome::kTimeout;

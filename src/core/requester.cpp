@@ -527,6 +527,14 @@ struct Requester::Impl {
                     "device " + f.device +
                         " does not announce protocol 1.1 (streamed uploads): upgrade its homd"),
           finished);
+    } else if (!offline && !session.fits(f.message)) {
+      // Published, it would only make the broker drop the connection (and Paho resend it).
+      end(it,
+          result_of(f, Outcome::kTooLarge,
+                    "the request (" + std::to_string(f.message.payload.size()) +
+                        " bytes) does not fit one message: the broker takes " +
+                        std::to_string(session.max_packet_bytes()) + " bytes a packet"),
+          finished);
     } else if (!offline) {
       f.sent = true;
       to_send.push_back(f.message);

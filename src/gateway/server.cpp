@@ -197,8 +197,11 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     if (ec) return on_read(ec);
     const auto length = parser_->content_length();
     const auto& config = server_->config;
-    const bool chunked = parser_->chunked();
-    const bool stream = length && *length > kStreamAbove;
+    // A sealed call (SPEC §8) is one message each way: its body is read whole, never
+    // streamed (it must fit GATEWAY_MAX_BODY_BYTES and the broker's packet limit).
+    const bool sealed = static_cast<bool>(config.sealer);
+    const bool chunked = parser_->chunked() && !sealed;
+    const bool stream = length && *length > kStreamAbove && !sealed;
     if (stream && *length > config.max_upload_bytes) {
       upload_over_limit_ = true;  // 413 naming GATEWAY_MAX_UPLOAD_BYTES
       return on_read(http::error::body_limit);
@@ -207,7 +210,7 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
       return on_read(http::error::body_limit);
     // A client that waits for "100 Continue" before its body (curl does for large ones).
     if (beast::iequals(parser_->get()[http::field::expect], "100-continue") &&
-        ((length && *length > 0) || chunked)) {
+        ((length && *length > 0) || parser_->chunked())) {
       auto interim = std::make_shared<http::response<http::empty_body>>(http::status::continue_,
                                                                         parser_->get().version());
       return http::async_write(
@@ -646,6 +649,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                     "the device's streamed reply failed: " + result.error, false);
       case Requester::Outcome::kUnverified:
         return fail(http::status::bad_gateway, result.error, false);
+      case Requester::Outcome::kTooLarge:
+        return fail(http::status::payload_too_large, result.error, true);
       case Requester::Outcome::kReply:
         break;
     }

@@ -425,6 +425,10 @@ int main(int argc, char** argv) {
       case hom::Requester::Outcome::kUnverified:
         discard();
         return fail(hom::exit_code::kUnverified, result.error);
+      case hom::Requester::Outcome::kTooLarge:
+        discard();
+        return fail(hom::exit_code::kUsage,
+                    result.error + " (a file given as --data-binary @FILE is streamed)");
       case hom::Requester::Outcome::kReply:
         break;
     }

@@ -363,6 +363,22 @@ TEST_F(StreamTest, GatewayRelaysALargeBodyAndAStreamingApi) {
   EXPECT_EQ(header_of("content-length"), "1000");
 }
 
+// A body given inline (-d) that does not fit one message under the broker's packet limit is
+// refused by hom before publishing (published, it would only make the broker drop the
+// connection); a file of the same size streams.
+TEST_F(StreamTest, InlineBodyOverThePacketLimitIsRefusedUnpublished) {
+  Homd homd(broker_.port(), api_.base_url());
+  ASSERT_TRUE(homd.wait_subscribed()) << homd.log_tail();
+  // 100 000 quotes: 200 000 bytes once escaped in the request's JSON (one argument of a
+  // program may not pass 128 KiB).
+  const std::string body(100000, '"');
+  const auto r = run({HOM_BIN, "post", homd.topic_id(), "upload", "-d", body, "-s"},
+                     hom_env(homd, broker_.port()));
+  EXPECT_EQ(r.exit, 2) << r.out << r.err;
+  EXPECT_NE(r.err.find("does not fit one message"), std::string::npos) << r.err;
+  EXPECT_EQ(api_.count("/upload"), 0U);
+}
+
 // GATEWAY_MAX_UPLOAD_BYTES: a declared length over it is refused before the body is read; a
 // chunked body is refused (413) as soon as it passes the limit, and the device, told so,
 // aborts its call to the API instead of waiting for the rest.

@@ -315,6 +315,48 @@ class E2eTest(InteropTest):
         self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
                             for m in self.spy.all()))
 
+    def test_gateway_seals_a_large_body_whole(self):
+        """A body over 64 KiB through a sealing gateway is read whole and sealed with the
+        request (sealed calls do not stream), declared or chunked: the API gets all of it."""
+        import urllib.request
+        port = harness.free_port()
+        gateway = self.process(
+            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
+            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
+                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
+                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                             GATEWAY_IDENTITY_FILE=self.keys["user"],
+                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
+            "gateway")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        body = ("0123456789abcdef" * 6400).encode()  # 100 kB
+
+        def post(name, data, headers):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/{DEVICE}/echo/{name}",
+                                         data=data, headers=headers, method="POST")
+            try:
+                with opener.open(req, timeout=20) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except OSError:
+                self.assertTrue(gateway.running(), gateway.log())
+                return None, b""
+
+        harness.wait_until(lambda: post("ready", b"x", {})[0] == 200,
+                           what=f"a sealed call through the gateway\n{gateway.log()}")
+        status, reply = post("declared", body, {"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, reply[:300])
+        self.assertEqual(json.loads(reply)["body"], body.decode())
+
+        def pieces():  # no length: urllib sends it chunked
+            for i in range(0, len(body), 30000):
+                yield body[i:i + 30000]
+        status, reply = post("chunked", pieces(),
+                             {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
+        self.assertEqual(status, 200, reply[:300])
+        self.assertEqual(json.loads(reply)["body"], body.decode())
+
     # ---- a hostile broker -----------------------------------------------------------
 
     def secret_call(self):
