@@ -282,17 +282,69 @@ class E2eTest(InteropTest):
         self.assertIn("403", denied.stderr)
         self.assertEqual(self.api_server.count("POST", "/echo/x"), 0)
 
-    def sealing_gateway(self, identity):
-        """hom-gateway sealing with `identity`; returns call(path, data=None, headers=None)
-        -> (status, body), None as the status when the connection failed."""
-        call = self.sealing_gateway("user")
+    def test_gateway_seals_with_its_identity(self):
+        import urllib.request
+        port = harness.free_port()
+        gateway = self.process(
+            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
+            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
+                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
+                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                             GATEWAY_IDENTITY_FILE=self.keys["limited"],
+                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
+            "gateway")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+        def get(path):
+            try:
+                with opener.open(f"http://127.0.0.1:{port}{path}", timeout=20) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except OSError:
+                self.assertTrue(gateway.running(), gateway.log())
+                return None, b""
+
+        status, body = harness.wait_until(
+            lambda: (lambda r: r if r[0] == 200 else None)(get(f"/{DEVICE}/gps/latitude")),
+            what="a sealed call through the gateway")
+        self.assertEqual(json.loads(body), {"latitude": 48.8584})
+        # The gateway's key may call GET /gps/** only (hom-allow): the device says 403.
+        self.assertEqual(get(f"/{DEVICE}/echo/x")[0], 403)
+        self.assertEqual(self.api_server.count("GET", "/echo/x"), 0)
+        self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
+                            for m in self.spy.all()))
+
+    def test_gateway_seals_a_large_body_whole(self):
+        """A body over 64 KiB through a sealing gateway is read whole and sealed with the
+        request (sealed calls do not stream), declared or chunked: the API gets all of it."""
+        import urllib.request
+        port = harness.free_port()
+        gateway = self.process(
+            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
+            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
+                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
+                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
+                             GATEWAY_IDENTITY_FILE=self.keys["user"],
+                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
+            "gateway")
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         body = ("0123456789abcdef" * 6400).encode()  # 100 kB
 
         def post(name, data, headers):
-            return call(f"/{DEVICE}/echo/{name}", data, headers)
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/{DEVICE}/echo/{name}",
+                                         data=data, headers=headers, method="POST")
+            try:
+                with opener.open(req, timeout=20) as r:
+                    return r.status, r.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read()
+            except OSError:
+                self.assertTrue(gateway.running(), gateway.log())
+                return None, b""
 
         harness.wait_until(lambda: post("ready", b"x", {})[0] == 200,
-                           what="a sealed call through the gateway")
+                           what=f"a sealed call through the gateway\n{gateway.log()}")
         status, reply = post("declared", body, {"Content-Type": "text/plain"})
         self.assertEqual(status, 200, reply[:300])
         self.assertEqual(json.loads(reply)["body"], body.decode())
