@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "hom/ssh_keys.hpp"
@@ -65,6 +66,9 @@ class AgeDecryptor {
   // anything else is wrong.
   bool finish(std::string& out);
   const std::string& error() const { return error_; }
+  // Takes only the file whose header and nonce hash to `sha256_hex` (64 lowercase hex): a
+  // file made by whoever signed that digest, not merely one to this identity. Before update().
+  void expect_header(std::string sha256_hex) { expected_header_ = std::move(sha256_hex); }
 
   // Headers longer than this are refused (one stanza per recipient is ~130 bytes).
   static constexpr std::size_t kMaxHeaderBytes = 16 * 1024;
@@ -83,6 +87,7 @@ class AgeDecryptor {
   std::string payload_key_;
   std::uint64_t counter_ = 0;
   std::string error_;
+  std::string expected_header_;
 };
 
 // Whole messages.

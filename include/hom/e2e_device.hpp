@@ -8,8 +8,10 @@
 // published on {start}/res/{id}/@sealed (or the signed MQTT 5 Response Topic, with the
 // signed Correlation Data): never on a topic that shows the verb or the path.
 //
-// A sealed request is answered in one message: a streamed reply (protocol v1.1) is not
-// offered end to end, so a body that does not fit the broker's packet limit gets a 502.
+// A sealed request that asks for a stream (protocol v1.1) may get a streamed reply: a sealed
+// head (an ordinary sealed reply whose document names the body's age header), then chunks
+// of one age file to the signer, in clear only as ciphertext. A streamed upload is refused
+// (400): a sealed request carries its body.
 //
 // A copy of a sealed request seen before (a QoS 1 redelivery, or a replay by the broker)
 // gets the first reply again, byte for byte, from a cache keyed by the request's hash, and
@@ -53,6 +55,7 @@ class E2eDevice : public MessageFilter {
   bool fits(const OutboundMessage& message) const override;
   std::size_t payload_room(const OutboundMessage& message) const override;
   void publish(OutboundMessage message) override;
+  std::unique_ptr<BodyCipher> body_cipher(const OutboundMessage& reply) override;
 
   // For the start-up log line.
   std::string describe() const;
@@ -62,7 +65,8 @@ class E2eDevice : public MessageFilter {
     OpenedRequest opened;
     std::string reply_topic;
     std::optional<std::string> correlation_data;
-    std::chrono::steady_clock::time_point at{};  // handed to the bridge
+    std::chrono::steady_clock::time_point at{};  // handed to the bridge, or the last chunk
+    bool streaming = false;  // its head is out: its chunks follow (sealed by body_cipher)
   };
   struct Cached {
     bool done = false;

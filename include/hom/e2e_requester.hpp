@@ -25,6 +25,7 @@ class E2eRequester : public CallSealer {
   std::optional<std::string> seal(const Input& input, std::string& error) const override;
   std::optional<std::string> open(std::string_view sealed_reply, std::string_view sealed_request,
                                   const std::string& device, std::string& error) const override;
+  std::unique_ptr<BodyOpener> open_body(const std::string& binding) const override;
 
   const SshPrivateKey& identity() const { return identity_; }
 

@@ -5,8 +5,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -44,6 +46,21 @@ struct OutboundMessage {
   bool retained = false;
 };
 
+// A streamed body sealed end to end (SPEC §8): its chunks carry ciphertext, one continuous
+// file across them, which the receiver authenticates piece by piece and as a whole at its end.
+// Not thread-safe; one object per body.
+class BodyCipher {
+ public:
+  virtual ~BodyCipher() = default;
+  // What the signed head names, so that the receiver takes no other ciphertext for this body.
+  virtual const std::string& binding() const = 0;
+  // The ciphertext that `plaintext` completes (the first call starts with the file's header);
+  // it may be less than `plaintext` while a block waits to be filled.
+  virtual std::string update(std::string_view plaintext) = 0;
+  // The rest, marked as the end. Called once, after the last update().
+  virtual std::string finish() = 0;
+};
+
 // Where messages go. Implementations are thread-safe and never block the caller for long.
 class Publisher {
  public:
@@ -56,6 +73,12 @@ class Publisher {
   // carry within the broker's packet limit as known now.
   virtual std::size_t payload_room(const OutboundMessage& message) const = 0;
   virtual void publish(OutboundMessage message) = 0;
+  // A streamed reply published on `reply`'s topic is sealed with this cipher (the end-to-end
+  // layer gives one for a sealed request's reply), or goes in clear (nullptr).
+  virtual std::unique_ptr<BodyCipher> body_cipher(const OutboundMessage& reply) {
+    (void)reply;
+    return nullptr;
+  }
 };
 
 }  // namespace hom

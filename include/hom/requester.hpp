@@ -26,6 +26,19 @@ struct DeviceStatus {
   Presence presence;
 };
 
+// The receiving end of BodyCipher (message.hpp): a sealed streamed body's ciphertext in, its
+// plaintext out once authenticated. Not thread-safe; one object per body.
+class BodyOpener {
+ public:
+  virtual ~BodyOpener() = default;
+  // The next ciphertext; appends what it completes and authenticates to `out`. False once
+  // anything is wrong (then error() says what).
+  virtual bool update(std::string_view ciphertext, std::string& out) = 0;
+  // The end of the ciphertext: the rest of the plaintext. False when the body was cut short.
+  virtual bool finish(std::string& out) = 0;
+  virtual const std::string& error() const = 0;
+};
+
 // End-to-end security (SPEC §8): seals a call's request to the device and opens its reply.
 // Implemented by E2eRequester (e2e_requester.hpp); immutable, shared between calls.
 class CallSealer {
@@ -47,6 +60,9 @@ class CallSealer {
   virtual std::optional<std::string> open(std::string_view sealed_reply,
                                           std::string_view sealed_request,
                                           const std::string& device, std::string& error) const = 0;
+  // The body of a streamed sealed reply whose head (opened and verified by open()) names
+  // `binding` (StreamHead::sealed).
+  virtual std::unique_ptr<BodyOpener> open_body(const std::string& binding) const = 0;
 };
 
 // Thread-safe: start() and call() may be used from many threads at once. Completion
@@ -97,7 +113,9 @@ class Requester {
     };
     std::optional<Stream> stream;
     // Sealed (SPEC §8): published on {start}/req/{device}/@sealed, and only a reply that
-    // opens and verifies is taken (else kUnverified). Not with `stream`.
+    // opens and verifies is taken (else kUnverified). With `stream` a large reply streams,
+    // each piece authenticated before on_data gets it, the whole at its end (a cut stream is
+    // kUnverified); not with an upload (next_upload): a sealed request carries its body.
     std::shared_ptr<const CallSealer> sealer;
   };
   enum class Outcome {
@@ -105,7 +123,8 @@ class Requester {
     kTimeout,      // no reply in time (or a stream stalled: `error` says so)
     kOffline,      // the device's presence says offline
     kStreamError,  // a streamed reply or upload failed (`error`): the body is incomplete
-    kUnverified,   // a sealed call: not sealed, or its reply is not authentic (`error`)
+    kUnverified,   // a sealed call: not sealed, or its reply (or streamed body) is not
+                   // authentic (`error`)
     kTooLarge,     // the request does not fit one message the broker takes: not published
   };
   struct Result {

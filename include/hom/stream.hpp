@@ -45,6 +45,9 @@ struct StreamHead {
   std::string id;
   std::size_t chunk_bytes = 0;  // the largest chunk the sender publishes
   std::size_t window = 0;       // chunks it publishes ahead of the acknowledgements
+  // Sealed end to end (SPEC §8): the SHA-256 (64 lowercase hex) of the age header and nonce
+  // the chunks begin with. Empty: the chunks carry the body in clear.
+  std::string sealed;
 };
 
 // One numbered piece of a body. The last one says how long the whole body was and its

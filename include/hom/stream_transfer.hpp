@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -102,6 +103,8 @@ class StreamTransfer : public StreamChannel {
   Publisher& publisher_;
   const TimeSource now_;
   std::size_t chunk_bytes_;
+  // Sealed end to end (SPEC §8): the body from the head on is ciphertext. Used under mu_.
+  std::unique_ptr<BodyCipher> cipher_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
@@ -113,7 +116,9 @@ class StreamTransfer : public StreamChannel {
   bool small_ = false;  // the API's Content-Length fits one chunk: no early head
   int status_ = 0;
   HeaderList headers_;
-  std::string pending_;  // bytes not yet published (at most a chunk and a callback's worth)
+  // Bytes not yet published (at most a chunk and a callback's worth, and a cipher block);
+  // ciphertext once the head of a sealed stream is out.
+  std::string pending_;
   SendWindow window_;
   Sha256 sha_;
   std::uint64_t bytes_ = 0;

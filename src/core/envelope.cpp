@@ -396,8 +396,9 @@ std::string encode_reply(const Response& response) {
   out += "," + key(kReqId) + response.req_id.text();
   out += "," + key(kStatus) + std::to_string(response.status);
   if (const auto& s = response.stream) {
-    out += "," + key(kStream) +
-           dump(json{{"id", s->id}, {"chunk_bytes", s->chunk_bytes}, {"window", s->window}});
+    json head{{"id", s->id}, {"chunk_bytes", s->chunk_bytes}, {"window", s->window}};
+    if (!s->sealed.empty()) head["sealed"] = s->sealed;
+    out += "," + key(kStream) + dump(head);
   }
   out += "}";
   return out;
@@ -452,6 +453,8 @@ std::optional<ReplyEnvelope> decode_reply(std::string_view text) {
         head.chunk_bytes = chunk->get<std::size_t>();
       if (window != s->end() && window->is_number_unsigned())
         head.window = std::min<std::size_t>(window->get<std::size_t>(), kMaxStreamWindow);
+      if (const auto sealed = s->find("sealed"); sealed != s->end() && sealed->is_string())
+        head.sealed = sealed->get<std::string>().substr(0, 64);
       r.stream = std::move(head);
     }
   }

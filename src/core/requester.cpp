@@ -44,6 +44,9 @@ struct Requester::Impl {
     std::vector<std::string> early;  // body bytes that came before the head
     std::uint64_t outstanding = 0;   // pieces handed to on_data and not consumed yet
     std::uint64_t acked = 0;         // the last `next` we acknowledged
+    // A sealed call's streamed reply: the chunks carry ciphertext (SPEC §8).
+    std::unique_ptr<BodyOpener> opener;
+    std::uint64_t opened_bytes = 0;  // plaintext given out
     // Upload.
     bool binary = false;  // chunks in the MQTT 5 form
     std::optional<SendWindow> tx;
@@ -84,7 +87,7 @@ struct Requester::Impl {
     r.response_topic = f.response_topic;
     r.error = std::move(error);
     if (f.stream) {
-      r.stream_bytes = f.stream->rx.bytes();
+      r.stream_bytes = f.stream->opener ? f.stream->opened_bytes : f.stream->rx.bytes();
       r.upload_bytes = f.stream->upload_bytes;
     }
     return r;
@@ -135,7 +138,7 @@ struct Requester::Impl {
       ++s.outstanding;
       deliveries.push_back(
           [this, key, on_data = s.options.on_data, data = std::move(piece)]() mutable {
-            if (on_data) {
+            if (on_data && !data.empty()) {
               on_data(std::move(data), [this, key] { consumed(key); });
             } else {
               consumed(key);
@@ -197,7 +200,63 @@ struct Requester::Impl {
       for (auto& p : pieces) s.early.push_back(std::move(p));
       return;
     }
+    std::string error;
+    if (!open_pieces(s, pieces, error)) {
+      end(it, result_of(f, Outcome::kUnverified, error), finished);
+      return;
+    }
     deliver(it->first, f, pieces, deliveries);
+    if (s.rx.complete()) finish_stream(it, finished);
+  }
+
+  // A sealed stream's pieces in order, ciphertext in, authenticated plaintext out (a piece
+  // may become empty while a cipher block fills); at the stream's end the file's end is
+  // checked too, so a stream cut short with a forged last chunk is caught. Called with mu
+  // held; false with the reason.
+  bool open_pieces(StreamState& s, std::vector<std::string>& pieces, std::string& error) {
+    if (!s.opener) return true;
+    for (auto& piece : pieces) {
+      std::string plain;
+      if (!s.opener->update(piece, plain)) {
+        error = "the sealed body is not authentic: " + s.opener->error();
+        return false;
+      }
+      s.opened_bytes += plain.size();
+      piece = std::move(plain);
+    }
+    if (s.rx.complete()) {
+      std::string tail;
+      if (!s.opener->finish(tail)) {
+        error = "the sealed body is not authentic: " + s.opener->error();
+        return false;
+      }
+      s.opened_bytes += tail.size();
+      pieces.push_back(std::move(tail));
+    }
+    return true;
+  }
+
+  // A streamed reply's head (`head` is its document, decoded as `reply`): the body follows
+  // in chunks, and those that came first are delivered now. Called with mu held.
+  void take_head(std::map<std::string, Flight>::iterator it, ReplyEnvelope reply, std::string head,
+                 std::unique_ptr<BodyOpener> opener, Finished& finished, Deliveries& deliveries,
+                 Deliveries& heads) {
+    ++replies;
+    Flight& f = it->second;
+    StreamState& s = *f.stream;
+    s.head = true;
+    s.head_reply = std::move(reply);
+    s.head_payload = std::move(head);
+    s.opener = std::move(opener);
+    f.deadline = std::max(f.deadline, Clock::now() + s.stall);
+    if (s.options.on_head)
+      heads.push_back([on_head = s.options.on_head, head = s.head_reply] { on_head(head); });
+    std::string error;
+    if (!open_pieces(s, s.early, error)) {
+      end(it, result_of(f, Outcome::kUnverified, error), finished);
+      return;
+    }
+    deliver(it->first, f, s.early, deliveries);
     if (s.rx.complete()) finish_stream(it, finished);
   }
 
@@ -315,7 +374,7 @@ struct Requester::Impl {
     std::vector<std::pair<Done, Result>> finished;
     std::vector<OutboundMessage> to_send;
     Deliveries deliveries;
-    std::vector<std::function<void()>> heads_to_announce;
+    Deliveries heads_to_announce;
     bool upload_more = false;
     std::string upload_key;
     {
@@ -342,8 +401,7 @@ struct Requester::Impl {
           }
         }
         cv.notify_all();
-      } else if (on_sealed_reply(in, finished)) {
-        ++replies;
+      } else if (on_sealed_reply(in, finished, deliveries, heads_to_announce)) {
       } else {
         std::optional<ReplyEnvelope> reply = decode_reply(in.payload);
         auto it = flights.end();
@@ -363,18 +421,8 @@ struct Requester::Impl {
         if (it != flights.end() && reply && reply->stream && it->second.stream &&
             !it->second.stream->head && reply->stream->id == it->second.stream->id) {
           // A streamed reply's head: the body follows in chunks.
-          ++replies;
-          Flight& f = it->second;
-          StreamState& s = *f.stream;
-          s.head = true;
-          s.head_reply = std::move(*reply);
-          s.head_payload = std::move(in.payload);
-          f.deadline = std::max(f.deadline, Clock::now() + s.stall);
-          if (s.options.on_head)
-            heads_to_announce.push_back(
-                [on_head = s.options.on_head, head = s.head_reply] { on_head(head); });
-          deliver(it->first, f, s.early, deliveries);
-          if (s.rx.complete()) finish_stream(it, finished);
+          take_head(it, std::move(*reply), std::move(in.payload), nullptr, finished, deliveries,
+                    heads_to_announce);
         } else if (it != flights.end() && reply && !reply->stream) {
           ++replies;
           Result r = result_of(it->second, Outcome::kReply);
@@ -406,7 +454,8 @@ struct Requester::Impl {
   // Only what opens and verifies is a reply; anything else with a sealed call's Correlation
   // Data ends that call as kUnverified with the reason. Called with mu held; false when the
   // message is no sealed call's.
-  bool on_sealed_reply(InboundMessage& in, Finished& finished) {
+  bool on_sealed_reply(InboundMessage& in, Finished& finished, Deliveries& deliveries,
+                       Deliveries& heads) {
     std::string error;
     std::optional<std::string> opened;
     auto it = flights.end();
@@ -446,11 +495,25 @@ struct Requester::Impl {
       return true;
     }
     auto reply = decode_reply(*opened);
-    if (!reply || reply->stream) {
+    if (!reply) {
       end(it, result_of(f, Outcome::kUnverified, "the sealed reply holds no reply document"),
           finished);
       return true;
     }
+    if (reply->stream) {
+      // A signed head: the chunks that follow must be the age file it names.
+      if (!f.stream || f.stream->head || reply->stream->id != f.stream->id ||
+          reply->stream->sealed.size() != 64) {
+        end(it, result_of(f, Outcome::kUnverified, "a streamed sealed reply this call cannot take"),
+            finished);
+        return true;
+      }
+      const std::string binding = reply->stream->sealed;
+      take_head(it, std::move(*reply), std::move(*opened), f.sealer->open_body(binding), finished,
+                deliveries, heads);
+      return true;
+    }
+    ++replies;
     Result r = result_of(f, Outcome::kReply);
     r.payload = std::move(*opened);
     r.reply = std::move(*reply);
@@ -627,10 +690,10 @@ void Requester::start(Call call, Done done) {
   const auto deadline = Clock::now() + call.timeout;
   const Topics topics(s.start, call.device);
   const bool v5 = s.session.mqtt5();
-  if (call.sealer && call.stream) {
+  if (call.sealer && call.stream && call.stream->next_upload) {
     Result r;
     r.outcome = Outcome::kUnverified;
-    r.error = "streamed calls are not sealed end to end";
+    r.error = "a sealed request carries its body: streamed uploads are not sealed end to end";
     done(std::move(r));
     return;
   }

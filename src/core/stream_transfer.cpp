@@ -22,6 +22,7 @@ StreamTransfer::StreamTransfer(Options options, const Request& request, Outbound
   probe.qos = 1;
   chunk_bytes_ = chunk_room(publisher_, std::move(probe), options_.id, options_.binary);
   if (options_.chunk_bytes) chunk_bytes_ = std::min(chunk_bytes_, options_.chunk_bytes);
+  cipher_ = publisher_.body_cipher(reply_);
   progress_ = upload_progress_ = now_();
 }
 
@@ -91,7 +92,11 @@ bool StreamTransfer::body(std::string_view bytes) {
     pump();
     if (pending_.size() >= chunk_bytes_) return false;  // the window is full: curl pauses
   }
-  pending_.append(bytes.data(), bytes.size());
+  if (cipher_ && head_sent_) {
+    pending_ += cipher_->update(bytes);
+  } else {
+    pending_.append(bytes.data(), bytes.size());
+  }
   pump();
   return true;
 }
@@ -176,6 +181,7 @@ bool StreamTransfer::finish(const HttpResult& result, bool force) {
     return true;
   }
   // The rest of the body, as the window allows; the last chunk carries length and digest.
+  if (cipher_) pending_ += cipher_->finish();
   for (;;) {
     pump();
     if (pending_.size() <= chunk_bytes_ && window_.open()) break;
@@ -196,7 +202,10 @@ bool StreamTransfer::finish(const HttpResult& result, bool force) {
 void StreamTransfer::pump() {
   if (chunk_bytes_ == 0) return;
   while (pending_.size() >= chunk_bytes_ && window_.open() && head_known_) {
-    if (!head_sent_) send_head();
+    if (!head_sent_) {
+      send_head();  // sealed, pending_ is ciphertext from now on: look at its size again
+      continue;
+    }
     std::string data = pending_.substr(0, chunk_bytes_);
     pending_.erase(0, chunk_bytes_);
     send_chunk(std::move(data), false);
@@ -209,7 +218,12 @@ void StreamTransfer::send_head() {
   head.headers = headers_;
   head.req_id = request_.req_id;
   head.include_headers = request_.include_headers;
-  head.stream = StreamHead{options_.id, chunk_bytes_, options_.window};
+  head.stream = StreamHead{options_.id, chunk_bytes_, options_.window, {}};
+  if (cipher_) {
+    // Sealed end to end: the head names the ciphertext's header, the chunks carry it.
+    head.stream->sealed = cipher_->binding();
+    pending_ = cipher_->update(pending_);
+  }
   OutboundMessage out = reply_;
   out.payload = to_json(head);
   // The QoS of the chunks: brokers keep the order of one client's messages per QoS.

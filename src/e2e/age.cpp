@@ -277,6 +277,9 @@ bool AgeDecryptor::read_header() {
   }
   if (end > kMaxHeaderBytes) return fail("age header too long");
   if (buffer_.size() < end + kNonceBytes) return true;
+  if (!expected_header_.empty() && crypto::hex(crypto::sha256(std::string_view(buffer_).substr(
+                                       0, end + kNonceBytes))) != expected_header_)
+    return fail("the age header is not the one the signed head names");
   if (x25519_public_.empty()) return fail("the identity is not a valid Ed25519 key");
 
   const std::string tag = crypto::sha256(ssh_blob_).substr(0, 4);

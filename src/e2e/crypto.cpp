@@ -105,6 +105,17 @@ std::string random_bytes(std::size_t n) {
 std::string sha256(std::string_view data) { return digest(EVP_sha256(), data); }
 std::string sha512(std::string_view data) { return digest(EVP_sha512(), data); }
 
+std::string hex(std::string_view bytes) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(bytes.size() * 2);
+  for (unsigned char c : bytes) {
+    out += kDigits[c >> 4];
+    out += kDigits[c & 0xf];
+  }
+  return out;
+}
+
 std::string hmac_sha256(std::string_view key, std::string_view data) {
   std::string out(32, '\0');
   unsigned int n = 0;

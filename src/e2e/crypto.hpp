@@ -36,6 +36,8 @@ class Secret {
 std::string random_bytes(std::size_t n);
 
 std::string sha256(std::string_view data);
+// Lowercase hex digits of `bytes`.
+std::string hex(std::string_view bytes);
 std::string sha512(std::string_view data);
 std::string hmac_sha256(std::string_view key, std::string_view data);
 // HKDF-SHA256 (RFC 5869), extract and expand; an empty salt is the RFC's default salt.

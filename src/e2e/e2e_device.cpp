@@ -3,12 +3,15 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
+#include "hom/age.hpp"
 #include "hom/bridge.hpp"
 #include "hom/envelope.hpp"
 #include "hom/response.hpp"
+#include "hom/stream.hpp"
 
 namespace hom {
 
@@ -46,14 +49,36 @@ std::string printable(std::string_view s) {
   return out;
 }
 
-// The inner payload without `stream`: a sealed request is answered in one message.
-std::string without_stream(std::string payload) {
-  if (payload.find("\"stream\"") == std::string::npos) return payload;
-  auto decoded = decode_request(payload);
-  if (!decoded.error.empty() || !decoded.envelope.stream) return payload;
-  decoded.envelope.stream.reset();
-  return encode_request(decoded.envelope);
+// A sealed request's body travels inside it: a streamed upload would come in clear chunks.
+bool asks_upload(const std::string& payload) {
+  if (payload.find("\"upload\"") == std::string::npos) return false;
+  const auto decoded = decode_request(payload);
+  return decoded.error.empty() && decoded.envelope.stream && decoded.envelope.stream->upload;
 }
+
+// A sealed reply's body in chunks: one age file to the requester, whose header and nonce the
+// signed head names (StreamHead::sealed).
+class AgeBodyCipher : public BodyCipher {
+ public:
+  explicit AgeBodyCipher(AgeEncryptor encryptor)
+      : encryptor_(std::move(encryptor)),
+        start_(encryptor_.update({})),
+        binding_(sha256_hex(start_)) {}
+  const std::string& binding() const override { return binding_; }
+  std::string update(std::string_view plaintext) override {
+    std::string out = std::exchange(start_, {});
+    return out += encryptor_.update(plaintext);
+  }
+  std::string finish() override {
+    std::string out = std::exchange(start_, {});
+    return out += encryptor_.finish();
+  }
+
+ private:
+  AgeEncryptor encryptor_;
+  std::string start_;  // the header and nonce, until the first ciphertext goes out
+  const std::string binding_;
+};
 
 }  // namespace
 
@@ -129,6 +154,14 @@ void E2eDevice::on_message(InboundMessage&& message, Bridge& next) {
     return;
   }
   if (parsed->verb == kSealedVerb) {
+    if (!parsed->has_path && message.payload.size() == message.payload_bytes &&
+        decode_stream_message(message.payload, message.properties.user).kind !=
+            StreamMessage::Kind::kNone) {
+      // A requester's acknowledgement of a sealed reply's chunks: it carries no secret, and
+      // a forged one can only make homd publish sooner what the requester alone can open.
+      next.on_message(std::move(message));
+      return;
+    }
     if (parsed->has_path) {
       spdlog::warn("ignoring a message on {}: sealed requests come on {} only",
                    printable(message.topic), sealed_topic_);
@@ -242,6 +275,12 @@ void E2eDevice::admit(Job& job) {
     refuse(message, 405, "verb '" + printable(r.verb) + "' is not an HTTP method", opened);
     return;
   }
+  if (asks_upload(r.payload)) {
+    forget();
+    refuse(message, 400,
+           "a sealed request carries its body: streamed uploads are not sealed end to end", opened);
+    return;
+  }
   Pending pending{opened, r.response_topic.empty() ? reply_topic_ : r.response_topic, std::nullopt};
   if (!r.correlation_data.empty()) pending.correlation_data = r.correlation_data;
   if (!valid_reply_topic(pending.reply_topic)) {
@@ -255,7 +294,7 @@ void E2eDevice::admit(Job& job) {
   const std::string token = make_nonce();
   InboundMessage inner;
   inner.topic = policy_.topics.request_topic(r.verb, r.path);
-  inner.payload = without_stream(r.payload);
+  inner.payload = r.payload;
   inner.payload_bytes = inner.payload.size();
   inner.qos = message.qos;
   inner.properties.response_topic = internal_prefix_ + token;
@@ -378,21 +417,66 @@ std::size_t E2eDevice::payload_room(const OutboundMessage& message) const {
   return room > overhead ? room - overhead : 0;
 }
 
+std::unique_ptr<BodyCipher> E2eDevice::body_cipher(const OutboundMessage& reply) {
+  std::vector<SshPublicKey> signer;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Pending* p = pending_of(reply.topic);
+    if (!p) return nullptr;
+    signer.push_back(p->opened.signer);
+  }
+  std::string error;
+  auto encryptor = AgeEncryptor::create(signer, error);
+  if (!encryptor) {
+    // The signer's key was checked when the request was opened: this does not happen.
+    spdlog::error("cannot seal a streamed reply: {}", error);
+    return nullptr;
+  }
+  return std::make_unique<AgeBodyCipher>(std::move(*encryptor));
+}
+
 void E2eDevice::publish(OutboundMessage message) {
   std::optional<Pending> pending;
+  bool head = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (message.topic.compare(0, internal_prefix_.size(), internal_prefix_) == 0) {
       const auto it = pending_.find(message.topic.substr(internal_prefix_.size()));
-      if (it != pending_.end()) {
-        pending = std::move(it->second);
-        pending_.erase(it);
+      if (it != pending_.end() && it->second.streaming) {
+        // A chunk of a sealed reply: ciphertext already (body_cipher), reshaped only.
+        const auto chunk = decode_stream_message(message.payload, message.user);
+        const bool last = chunk.kind == StreamMessage::Kind::kChunk && chunk.chunk.last;
+        OutboundMessage out = sealed_shape(message, it->second);
+        out.payload = std::move(message.payload);
+        out.user = std::move(message.user);
+        out.binary = message.binary;
+        it->second.at = std::chrono::steady_clock::now();
+        if (last) {
+          // Not kept for copies: a later copy of the request is refused as a replay.
+          replies_.erase(it->second.opened.request_sha256);
+          pending_.erase(it);
+        }
+        message = std::move(out);
+      } else if (it != pending_.end()) {
+        // The first reply: a streamed reply's head keeps the request pending for its chunks.
+        head = message.payload.find("\"stream\"") != std::string::npos;
+        if (head) {
+          const auto reply = decode_reply(message.payload);
+          head = reply && reply->stream && !reply->stream->sealed.empty();
+        }
+        if (head) {
+          it->second.streaming = true;
+          pending = it->second;
+        } else {
+          pending = std::move(it->second);
+          pending_.erase(it);
+        }
       }
     }
   }
   if (!pending) {
     if (message.topic.compare(0, reply_topic_.size(), reply_topic_) == 0) {
-      // A second reply to a sealed request (e.g. a stream message): it must not leak.
+      // A second reply to a sealed request, not a stream's: it must not leak.
       spdlog::error("dropping an unexpected reply on {}", printable(message.topic));
       return;
     }
@@ -407,7 +491,7 @@ void E2eDevice::publish(OutboundMessage message) {
     return;
   }
   out.payload = std::move(*sealed);
-  {
+  if (!head) {
     std::lock_guard<std::mutex> lock(mu_);
     remember(pending->opened.request_sha256, out);
   }

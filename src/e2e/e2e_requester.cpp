@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "hom/age.hpp"
 #include "hom/seal.hpp"
 
 namespace hom {
@@ -79,6 +80,29 @@ std::optional<std::string> E2eRequester::open(std::string_view sealed_reply,
                                               const std::string& device, std::string& error) const {
   const auto keys = devices_.keys_for(device);
   return open_reply(sealed_reply, identity_, keys, device, sealed_request, error);
+}
+
+namespace {
+
+class AgeBodyOpener : public BodyOpener {
+ public:
+  AgeBodyOpener(const SshPrivateKey& identity, const std::string& binding) : decryptor_(identity) {
+    decryptor_.expect_header(binding);
+  }
+  bool update(std::string_view ciphertext, std::string& out) override {
+    return decryptor_.update(ciphertext, out);
+  }
+  bool finish(std::string& out) override { return decryptor_.finish(out); }
+  const std::string& error() const override { return decryptor_.error(); }
+
+ private:
+  AgeDecryptor decryptor_;
+};
+
+}  // namespace
+
+std::unique_ptr<BodyOpener> E2eRequester::open_body(const std::string& binding) const {
+  return std::make_unique<AgeBodyOpener>(identity_, binding);
 }
 
 }  // namespace hom

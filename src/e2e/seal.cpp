@@ -46,17 +46,6 @@ bool is_hex(std::string_view s) {
   return true;
 }
 
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out += kDigits[c >> 4];
-    out += kDigits[c & 0xf];
-  }
-  return out;
-}
-
 // N(signed) N(signature): the plaintext inside the age file.
 std::string signed_message(std::string_view data, std::string_view signature) {
   std::string out;
@@ -92,9 +81,9 @@ bool open_signed(std::string_view sealed, const SshPrivateKey& key, std::string_
 
 }  // namespace
 
-std::string make_nonce() { return hex(crypto::random_bytes(16)); }
+std::string make_nonce() { return crypto::hex(crypto::random_bytes(16)); }
 
-std::string sha256_hex(std::string_view bytes) { return hex(crypto::sha256(bytes)); }
+std::string sha256_hex(std::string_view bytes) { return crypto::hex(crypto::sha256(bytes)); }
 
 std::string encode_signed_request(const SignedRequest& r) {
   std::string out;

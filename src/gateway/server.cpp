@@ -456,8 +456,10 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
                   });
       }
     };
+    // Sealed, a streamed reply's body is authenticated piece by piece (an upload is not
+    // streamed then: the body was read whole).
     call.sealer = server_->config.sealer;
-    if (!call.sealer) call.stream = std::move(stream);  // a sealed call is answered at once
+    call.stream = std::move(stream);
     ++server_->in_flight;
     server_->requester.start(std::move(call), [self = shared_from_this()](Requester::Result res) {
       // On Paho's or the requester's thread: hand over to this connection's strand.

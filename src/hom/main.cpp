@@ -289,6 +289,7 @@ int main(int argc, char** argv) {
   const auto timeout = hom::parse_duration(timeout_text);
   if (!timeout)
     return fail(hom::exit_code::kUsage, "--timeout '" + timeout_text + "' is not a duration");
+  if (identity.empty()) identity = env("HOM_IDENTITY_FILE").value_or("");
   hom::RequestEnvelope request_envelope;
   std::string upload_path;
   std::uint64_t upload_size = 0;
@@ -302,7 +303,8 @@ int main(int argc, char** argv) {
       const auto size = std::filesystem::file_size(upload_path, ec);
       if (ec) throw std::invalid_argument("cannot read " + upload_path + ": " + ec.message());
       upload_size = size;
-      // Small bodies go in the request itself (any homd takes them); larger ones stream.
+      // Small bodies go in the request itself (any homd takes them); larger ones stream,
+      // unless sealed: a sealed request carries its body.
       if ((size <= kInlineUploadMax && !stream) || !identity.empty()) {
         request.data_binary = read_file(upload_path);
         upload_path.clear();
@@ -317,7 +319,6 @@ int main(int argc, char** argv) {
   }
 
   std::shared_ptr<hom::E2eRequester> sealer;
-  if (identity.empty()) identity = env("HOM_IDENTITY_FILE").value_or("");
   if (!identity.empty()) {
     if (known_devices.empty()) known_devices = env("HOM_KNOWN_DEVICES_FILE").value_or("");
     if (known_devices.empty()) {
@@ -328,7 +329,6 @@ int main(int argc, char** argv) {
     std::string error;
     sealer = hom::E2eRequester::load(identity, known_devices, error);
     if (!sealer) return fail(hom::exit_code::kUsage, error);
-    if (stream) return fail(hom::exit_code::kUsage, "--stream is not available with --identity");
   }
 
   const auto started = std::chrono::steady_clock::now();
@@ -363,9 +363,9 @@ int main(int argc, char** argv) {
     // Streamed (protocol 1.1) with -o, --stream or a large upload: the body goes to its file
     // or stdout as it arrives, so memory stays flat whatever its size. A file is written
     // beside its final name and renamed only once length and SHA-256 have been checked.
-    // A sealed call is answered in one message (the reply must be signed as a whole).
-    const bool streamed =
-        !sealer && !whole_json && (!output.empty() || stream || !upload_path.empty());
+    // Sealed, the chunks are one age file whose header the signed head names: each piece
+    // is authenticated before it is written, the whole at its end.
+    const bool streamed = !whole_json && (!output.empty() || stream || !upload_path.empty());
     Progress progress(!silent && !verbose && isatty(STDERR_FILENO) && !output.empty());
     std::FILE* sink = nullptr;
     const std::string partial = output.empty() ? "" : output + ".part";
@@ -449,7 +449,9 @@ int main(int argc, char** argv) {
       }
       if (write_failed) return fail(hom::exit_code::kUsage, "cannot write the body");
       if (verbose)
-        std::cerr << "* " << result.stream_bytes << " bytes streamed, length and SHA-256 checked\n";
+        std::cerr << "* " << result.stream_bytes << " bytes streamed, "
+                  << (sealer ? "sealed end to end and authenticated\n"
+                             : "length and SHA-256 checked\n");
     } else {
       if (include) std::cout << hom::status_and_headers(reply);
       if (!output.empty()) {

@@ -12,6 +12,7 @@ HOM_DEMO_API_BIN, MOSQUITTO_BIN, OPENSSL_BIN, NODE_BIN (and the Mosquitto client
 PATH when not set). HOM_TEST_KEEP=1 keeps the temporary directories to debug a failure.
 """
 
+import hashlib
 import http.server
 import json
 import os
@@ -364,6 +365,12 @@ class Mosquitto:
 # The local HTTP API that homd calls
 
 
+def blob(n):
+    """n bytes that repeat no block: SHA-256 of the block numbers, concatenated."""
+    return b"".join(hashlib.sha256(str(i).encode()).digest()
+                    for i in range((n + 31) // 32))[:n]
+
+
 class Api:
     """A local device API: Python's http.server on its own threads, bound to 127.0.0.1.
 
@@ -372,6 +379,7 @@ class Api:
       POST /food/dessert   {"name": N} -> 201 "dessert N created" (text/plain)
       ANY  /echo/...       JSON {"method", "path", "query", "headers" (lower-case), "body"}
       ANY  /slow?ms=N      waits N ms (or until release()), then {"slept_ms": N}
+      GET  /blob?bytes=N   blob(N), application/octet-stream
     Thread-safe: `seen` lists (method, path) of every request, in arrival order.
     """
 
@@ -415,6 +423,9 @@ class Api:
                                              "headers": {k.lower(): v
                                                          for k, v in self.headers.items()},
                                              "body": body.decode("utf-8", "replace")})
+                if url.path == "/blob" and self.command == "GET":
+                    return self._reply(200, blob(int(query.get("bytes", ["0"])[0])),
+                                       "application/octet-stream")
                 if url.path == "/slow":
                     ms = int(query.get("ms", ["60000"])[0])
                     api.released.wait(ms / 1000.0)
@@ -541,6 +552,7 @@ class Message:
         self.response_topic = getattr(props, "ResponseTopic", None) if props else None
         self.content_type = getattr(props, "ContentType", None) if props else None
         self.expiry = getattr(props, "MessageExpiryInterval", None) if props else None
+        self.user_properties = list(getattr(props, "UserProperty", None) or []) if props else []
         self.received = time.monotonic()
 
     def json(self):

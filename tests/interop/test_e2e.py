@@ -16,6 +16,11 @@ import os
 import shutil
 import subprocess
 import unittest
+import urllib.error
+import urllib.request
+
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 import harness
 from harness import InteropTest
@@ -24,6 +29,10 @@ DEVICE = "itsme"
 OTHER = "other"
 SEALED_REQ = f"v1/req/{DEVICE}/@sealed"
 SEALED_RES = f"v1/res/{DEVICE}/@sealed"
+# A reply body far over one message (homd's chunks are at most 256 KiB by default).
+BLOB_BYTES = 3_000_000
+BLOB = harness.blob(BLOB_BYTES)
+AGE_CHUNK = 64 * 1024 + 16  # an age STREAM chunk with its tag
 
 # Builds and publishes a sealed request with the reference tools only (README "Trusting no
 # broker"). Arguments: identity, device.pub, verb, path, payload, topic, port, sign (1/0),
@@ -60,6 +69,91 @@ def netstrings(data):
             raise ValueError("not a netstring")
         i = colon + 2 + n
     return out
+
+
+def chunk_of(m):
+    """(stream id, seq) of a streamed reply's chunk in the MQTT 5 form, else None."""
+    value = dict(m.user_properties).get("hom-chunk")
+    if value is None:
+        return None
+    sid, seq = value.split(" ")
+    return sid, int(seq)
+
+
+def age_header_and_nonce(data):
+    """The start of an age file that a sealed stream's head names: the header up to and
+    including its MAC line, and the 16-byte nonce."""
+    end = data.index(b"\n", data.index(b"\n--- ") + 1) + 1
+    return data[:end + 16]
+
+
+class Relay:
+    """A hostile broker in the middle: requesters on one broker (front), devices on another
+    (back); it forwards requests and acknowledgements to the devices and their replies and
+    presence back, with every MQTT 5 property, and alters streamed replies as `mode` says:
+      None   forwards them faithfully;
+      "cut"  ends each stream after chunk CUT_SEQ with a forged last chunk whose length and
+             SHA-256 match what it forwarded, cut at an age chunk boundary (what any broker
+             can compute: the chunks' metadata is in clear);
+      "flip" flips one bit of chunk 2's ciphertext."""
+
+    CUT_SEQ = 3
+
+    def __init__(self, test, front_port, back_port):
+        self.mode = None
+        self.streams = {}  # stream id -> {"next", "length", "sha", "header", "ended"}
+        self.front = test.client(front_port)
+        self.back = test.client(back_port)
+        self.back.client.on_message = lambda c, u, m: self.on_device_message(m)
+        self.front.client.on_message = lambda c, u, m: self.forward(self.back, m)
+        self.back.subscribe("v1/res/#")
+        self.back.subscribe("v1/status/#")
+        self.front.subscribe("v1/req/#")
+
+    @staticmethod
+    def forward(to, msg, payload=None, user=None):
+        src = getattr(msg, "properties", None)
+        props = Properties(PacketTypes.PUBLISH)
+        for name in ("ResponseTopic", "CorrelationData", "ContentType", "MessageExpiryInterval"):
+            if src is not None and hasattr(src, name):
+                setattr(props, name, getattr(src, name))
+        if user is None:
+            user = list(getattr(src, "UserProperty", None) or []) if src is not None else []
+        for pair in user:
+            props.UserProperty = pair
+        to.client.publish(msg.topic, msg.payload if payload is None else payload, qos=msg.qos,
+                          retain=msg.retain, properties=props)
+
+    def on_device_message(self, msg):
+        src = getattr(msg, "properties", None)
+        user = list(getattr(src, "UserProperty", None) or []) if src is not None else []
+        chunk = dict(user).get("hom-chunk")
+        if self.mode is None or chunk is None:
+            return self.forward(self.front, msg)
+        sid, seq = chunk.split(" ")
+        seq = int(seq)
+        st = self.streams.setdefault(sid, {"next": 0, "length": 0, "sha": hashlib.sha256(),
+                                           "header": None, "ended": False})
+        if st["ended"] or seq != st["next"]:
+            return None  # after the forged end, or a duplicate
+        st["next"] += 1
+        data = msg.payload
+        if seq == 0:
+            st["header"] = len(age_header_and_nonce(data))
+        if self.mode == "flip" and seq == 2:
+            data = data[:100] + bytes([data[100] ^ 1]) + data[101:]
+        if self.mode == "cut" and seq == self.CUT_SEQ:
+            total = st["length"] + len(data)
+            keep = st["header"] + (total - st["header"]) // AGE_CHUNK * AGE_CHUNK
+            data = data[:keep - st["length"]]
+            st["sha"].update(data)
+            st["length"] += len(data)
+            st["ended"] = True
+            end = f"{st['length']} {st['sha'].hexdigest()}"
+            return self.forward(self.front, msg, data, [("hom-chunk", chunk), ("hom-end", end)])
+        st["sha"].update(data)
+        st["length"] += len(data)
+        return self.forward(self.front, msg, data)
 
 
 def tool(name):
@@ -117,8 +211,8 @@ class E2eTest(InteropTest):
         homd.process.wait_for_log("subscribed to ")
         return homd
 
-    def hom(self, *args, identity="user", timeout=30.0, **env_extra):
-        env = harness.hom_env(self.broker.port, **env_extra)
+    def hom(self, *args, identity="user", timeout=30.0, port=None, **env_extra):
+        env = harness.hom_env(port or self.broker.port, **env_extra)
         extra = []
         if identity:
             extra = ["--identity", self.keys[identity],
@@ -169,10 +263,26 @@ class E2eTest(InteropTest):
         return self.spy.all(lambda m: m.topic == topic)
 
     def sealed_requests(self):
-        return self.spy.all(lambda m: m.topic == SEALED_REQ)
+        """Sealed requests on the device's topic (not the acknowledgements of streams)."""
+        return self.spy.all(lambda m: m.topic == SEALED_REQ and
+                            m.payload.startswith(b"age-encryption.org/v1\n"))
 
     def wait_reply_count(self, topic, count, what):
         return harness.wait_until(lambda: len(self.replies_on(topic)) >= count, what=what)
+
+    def stream_chunks(self):
+        """The streamed chunks the broker carried, one per (stream, seq), in order."""
+        chunks = {}
+        for m in self.spy.all(lambda m: m.topic.startswith("v1/res/")):
+            if chunk_of(m):
+                chunks.setdefault(chunk_of(m), m)
+        return [chunks[k] for k in sorted(chunks)]
+
+    def assert_no_plaintext_of(self, body):
+        """No 32-byte piece of `body` went through the broker."""
+        seen = b"".join(m.payload for m in self.spy.all())
+        for i in range(0, len(body) - 32, len(body) // 50):
+            self.assertNotIn(body[i:i + 32], seen, f"bytes {i}.. of the body in clear")
 
     # ---- interop proofs ------------------------------------------------------------
 
@@ -282,58 +392,24 @@ class E2eTest(InteropTest):
         self.assertIn("403", denied.stderr)
         self.assertEqual(self.api_server.count("POST", "/echo/x"), 0)
 
-    def test_gateway_seals_with_its_identity(self):
-        import urllib.request
+    def sealing_gateway(self, identity):
+        """hom-gateway sealing every call with `identity`; returns call(path, data=None,
+        headers=None, method=None) -> (status, body), status None when the connection broke
+        (call.gateway is the process)."""
         port = harness.free_port()
         gateway = self.process(
             [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
             harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
                              MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
                              GATEWAY_LISTEN=f"127.0.0.1:{port}",
-                             GATEWAY_IDENTITY_FILE=self.keys["limited"],
+                             GATEWAY_IDENTITY_FILE=self.keys[identity],
                              GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
             "gateway")
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
-        def get(path):
-            try:
-                with opener.open(f"http://127.0.0.1:{port}{path}", timeout=20) as r:
-                    return r.status, r.read()
-            except urllib.error.HTTPError as e:
-                return e.code, e.read()
-            except OSError:
-                self.assertTrue(gateway.running(), gateway.log())
-                return None, b""
-
-        status, body = harness.wait_until(
-            lambda: (lambda r: r if r[0] == 200 else None)(get(f"/{DEVICE}/gps/latitude")),
-            what="a sealed call through the gateway")
-        self.assertEqual(json.loads(body), {"latitude": 48.8584})
-        # The gateway's key may call GET /gps/** only (hom-allow): the device says 403.
-        self.assertEqual(get(f"/{DEVICE}/echo/x")[0], 403)
-        self.assertEqual(self.api_server.count("GET", "/echo/x"), 0)
-        self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
-                            for m in self.spy.all()))
-
-    def test_gateway_seals_a_large_body_whole(self):
-        """A body over 64 KiB through a sealing gateway is read whole and sealed with the
-        request (sealed calls do not stream), declared or chunked: the API gets all of it."""
-        import urllib.request
-        port = harness.free_port()
-        gateway = self.process(
-            [harness.binary("HOM_GATEWAY_BIN", "hom-gateway")],
-            harness.base_env(MQTT_HOST="127.0.0.1", MQTT_PORT=self.broker.port, MQTT_TLS="off",
-                             MQTT_TOPIC_START="v1", GATEWAY_AUTH="none",
-                             GATEWAY_LISTEN=f"127.0.0.1:{port}",
-                             GATEWAY_IDENTITY_FILE=self.keys["user"],
-                             GATEWAY_KNOWN_DEVICES_FILE=self.tmp.file("known_devices")),
-            "gateway")
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        body = ("0123456789abcdef" * 6400).encode()  # 100 kB
-
-        def post(name, data, headers):
-            req = urllib.request.Request(f"http://127.0.0.1:{port}/{DEVICE}/echo/{name}",
-                                         data=data, headers=headers, method="POST")
+        def call(path, data=None, headers=None, method=None):
+            req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                         headers=headers or {}, method=method)
             try:
                 with opener.open(req, timeout=20) as r:
                     return r.status, r.read()
@@ -343,8 +419,32 @@ class E2eTest(InteropTest):
                 self.assertTrue(gateway.running(), gateway.log())
                 return None, b""
 
-        harness.wait_until(lambda: post("ready", b"x", {})[0] == 200,
+        call.gateway = gateway
+        harness.wait_until(lambda: call(f"/{DEVICE}/gps/latitude")[0] in (200, 403),
                            what=f"a sealed call through the gateway\n{gateway.log()}")
+        return call
+
+    def test_gateway_seals_with_its_identity(self):
+        call = self.sealing_gateway("limited")
+        status, body = call(f"/{DEVICE}/gps/latitude")
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"latitude": 48.8584})
+        # The gateway's key may call GET /gps/** only (hom-allow): the device says 403.
+        self.assertEqual(call(f"/{DEVICE}/echo/x")[0], 403)
+        self.assertEqual(self.api_server.count("GET", "/echo/x"), 0)
+        self.assertTrue(all(m.topic in (SEALED_REQ,) or not m.topic.startswith("v1/req/")
+                            for m in self.spy.all()))
+
+    def test_gateway_seals_a_large_body_whole(self):
+        """A body over 64 KiB through a sealing gateway is read whole and sealed with the
+        request (sealed calls do not stream an upload), declared or chunked: the API gets
+        all of it."""
+        call = self.sealing_gateway("user")
+        body = ("0123456789abcdef" * 6400).encode()  # 100 kB
+
+        def post(name, data, headers):
+            return call(f"/{DEVICE}/echo/{name}", data, headers, "POST")
+
         status, reply = post("declared", body, {"Content-Type": "text/plain"})
         self.assertEqual(status, 200, reply[:300])
         self.assertEqual(json.loads(reply)["body"], body.decode())
@@ -356,6 +456,44 @@ class E2eTest(InteropTest):
                              {"Content-Type": "text/plain", "Transfer-Encoding": "chunked"})
         self.assertEqual(status, 200, reply[:300])
         self.assertEqual(json.loads(reply)["body"], body.decode())
+
+    def test_gateway_relays_a_large_sealed_reply_streamed(self):
+        """A reply far over the broker's packet limit streams through a sealing gateway:
+        the chunks are ciphertext only, the client gets every byte."""
+        call = self.sealing_gateway("user")
+        status, body = call(f"/{DEVICE}/blob?bytes={BLOB_BYTES}")
+        self.assertEqual(status, 200, body[:300])
+        self.assertEqual(hashlib.sha256(body).hexdigest(), hashlib.sha256(BLOB).hexdigest())
+        self.assertGreater(len(self.stream_chunks()), 4)
+        self.assert_no_plaintext_of(BLOB)
+
+    def test_hom_streams_a_large_sealed_reply_and_age_opens_it(self):
+        """A sealed reply too large for one message streams: a signed head (verified here
+        with ssh-keygen) that names the body's age header, then chunks that together are one
+        age file to the requester (opened here with age -d)."""
+        out = self.tmp.file("blob.out")
+        r = self.hom("get", DEVICE, "blob", "-G", f"bytes={BLOB_BYTES}", "-o", out, "-v")
+        self.assertEqual(r.returncode, 0, r)
+        self.assertIn("sealed end to end and authenticated", r.stderr)
+        with open(out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(BLOB).digest())
+        chunks = self.stream_chunks()
+        self.assertGreater(len(chunks), 4)
+        heads = [m for m in self.spy.all(lambda m: m.topic == chunks[0].topic)
+                 if not chunk_of(m)]
+        self.assertEqual(len(heads), 1)
+        doc = self.open_reply(heads[0].payload,
+                              expect_hash=hashlib.sha256(self.sealed_requests()[-1].payload)
+                              .hexdigest())
+        self.assertEqual(doc["status"], 200, doc)
+        body_file = b"".join(m.payload for m in chunks)
+        self.assertEqual(doc["stream"]["sealed"],
+                         hashlib.sha256(age_header_and_nonce(body_file)).hexdigest())
+        opened = subprocess.run(["age", "-d", "-i", self.keys["user"]], input=body_file,
+                                capture_output=True, check=True).stdout
+        self.assertEqual(hashlib.sha256(opened).digest(), hashlib.sha256(BLOB).digest())
+        self.assert_no_plaintext_of(BLOB)
+        self.assertEqual(self.api_server.count("GET", "/blob"), 1)
 
     # ---- a hostile broker -----------------------------------------------------------
 
@@ -469,6 +607,37 @@ class E2eTest(InteropTest):
         self.assertIn("not authentic", p.log())
         self.api_server.release()
         self.assertEqual(self.api_server.count("POST", "/echo/secret-path-4711"), 1)
+
+    def test_truncated_or_altered_sealed_stream_is_refused(self):
+        """(g) A broker in the middle cuts a streamed sealed reply short with a forged last
+        chunk that passes the clear length and SHA-256 check, or flips a bit of it: hom
+        exits 60 with the reason and leaves no file. Through the same relay unaltered, the
+        call succeeds (so the relay itself is not what fails)."""
+        front = self.mosquitto()
+        relay = Relay(self, front.port, self.broker.port)
+        out = self.tmp.file("blob.out")
+
+        def get():
+            return self.hom("get", DEVICE, "blob", "-G", f"bytes={BLOB_BYTES}", "-o", out,
+                            port=front.port)
+
+        r = get()
+        self.assertEqual(r.returncode, 0, r)
+        with open(out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(BLOB).digest())
+        os.remove(out)
+        relay.mode = "cut"
+        r = get()
+        self.assertEqual(r.returncode, 60, r)
+        self.assertIn("not authentic", r.stderr)
+        self.assertIn("truncated", r.stderr)
+        relay.mode = "flip"
+        r = get()
+        self.assertEqual(r.returncode, 60, r)
+        self.assertIn("failed authentication", r.stderr)
+        self.assertFalse(os.path.exists(out))
+        self.assertFalse(os.path.exists(out + ".part"))
+        self.assertEqual(self.api_server.count("GET", "/blob"), 3)
 
 
 if __name__ == "__main__":

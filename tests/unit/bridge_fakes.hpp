@@ -133,6 +133,16 @@ class FakePublisher : public Publisher {
     return used >= limit_ ? 0 : limit_ - used;
   }
 
+  // Streamed replies are sealed with what `make` gives (end-to-end mode), else in clear.
+  void set_cipher(std::function<std::unique_ptr<BodyCipher>()> make) {
+    std::lock_guard<std::mutex> lock(mu_);
+    make_cipher_ = std::move(make);
+  }
+  std::unique_ptr<BodyCipher> body_cipher(const OutboundMessage&) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return make_cipher_ ? make_cipher_() : nullptr;
+  }
+
   void publish(OutboundMessage m) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (m.topic.size() + m.payload.size() + m.correlation_data.value_or("").size() > limit_)
@@ -166,6 +176,7 @@ class FakePublisher : public Publisher {
   std::size_t limit_ = std::numeric_limits<std::size_t>::max();  // guarded by mu_
   std::vector<Sent> sent_;                                       // guarded by mu_
   std::size_t oversize_ = 0;                                     // guarded by mu_
+  std::function<std::unique_ptr<BodyCipher>()> make_cipher_;     // guarded by mu_
 };
 
 }  // namespace hom::test

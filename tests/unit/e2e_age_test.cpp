@@ -7,6 +7,7 @@
 
 #include "e2e_support.hpp"
 #include "hom/age.hpp"
+#include "hom/seal.hpp"
 
 namespace {
 
@@ -178,6 +179,32 @@ TEST(Age, ExactChunkFileCutAtTheBoundaryIsRefused) {
   ASSERT_TRUE(decryptor.update(sealed->substr(0, cut), out));
   EXPECT_FALSE(decryptor.finish(out));
   EXPECT_EQ(decryptor.error(), "truncated: the stream ends before its last chunk");
+}
+
+TEST(Age, ExpectHeaderTakesOnlyTheFileTheSignedHeadNames) {
+  // Anyone can encrypt to a public key: a sealed stream's signed head names its file.
+  Keys k;
+  std::string error;
+  const std::string plain = e2e_test::random_text(3 * kChunk, 4);
+  const auto a = hom::age_encrypt({k.key.public_key()}, plain, error);
+  const auto b = hom::age_encrypt({k.key.public_key()}, plain, error);
+  ASSERT_TRUE(a && b) << error;
+  const std::size_t header_end = a->find('\n', a->find("\n--- ") + 1) + 1 + 16;
+  const std::string binding = hom::sha256_hex(a->substr(0, header_end));
+  for (const std::string* file : {&*a, &*b}) {
+    hom::AgeDecryptor decryptor(k.key);
+    decryptor.expect_header(binding);
+    std::string out;
+    const bool opened = decryptor.update(*file, out) && decryptor.finish(out);
+    if (file == &*a) {
+      EXPECT_TRUE(opened) << decryptor.error();
+      EXPECT_TRUE(out == plain);
+    } else {
+      EXPECT_FALSE(opened);
+      EXPECT_TRUE(out.empty());
+      EXPECT_EQ(decryptor.error(), "the age header is not the one the signed head names");
+    }
+  }
 }
 
 TEST(Age, RefusesNoRecipient) {

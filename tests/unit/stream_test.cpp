@@ -544,7 +544,7 @@ TEST(StreamEnvelope, ReplyHeadRoundTrip) {
   head.req_id = RawJson::from_text("\"r-1\"");
   head.include_headers = true;
   head.headers = {{"content-type", "application/octet-stream"}};
-  head.stream = StreamHead{"abc", 131000, 8};
+  head.stream = StreamHead{"abc", 131000, 8, {}};
   const auto text = to_json(head);
   const auto doc = json::parse(text);
   EXPECT_TRUE(doc["content"].is_null());

@@ -5,9 +5,11 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -327,6 +329,57 @@ TEST_F(StreamTransferTest, ASmallBodyIsAnOrdinaryReply) {
   // The bridge calls again with `force` when the ordinary reply does not fit after all.
   EXPECT_TRUE(t.finish(response(200), true));
   EXPECT_EQ(reassemble(), "small");
+}
+
+// A stand-in for age (the end-to-end layer's cipher): a header, then the bytes flipped, one
+// 64-byte block held back until more comes or the end, and an end mark.
+class FakeCipher : public BodyCipher {
+ public:
+  const std::string& binding() const override { return binding_; }
+  std::string update(std::string_view plaintext) override {
+    held_ += plaintext;
+    const std::size_t n = held_.size() > 64 ? (held_.size() - 1) / 64 * 64 : 0;
+    std::string out = std::exchange(start_, {}) + flip(held_.substr(0, n));
+    held_.erase(0, n);
+    return out;
+  }
+  std::string finish() override { return std::exchange(start_, {}) + flip(held_) + "<end>"; }
+  static std::string flip(std::string s) {
+    for (auto& c : s) c = static_cast<char>(c ^ 0x5a);
+    return s;
+  }
+
+ private:
+  const std::string binding_ = std::string(64, 'b');
+  std::string start_ = "<header>";
+  std::string held_;
+};
+
+TEST_F(StreamTransferTest, ASealedStreamCarriesCiphertextFromTheHeadOn) {
+  publisher_.set_limit(100'000);
+  publisher_.set_cipher([] { return std::make_unique<FakeCipher>(); });
+  auto& t = make(options(3, 1000));
+  const std::string body = blob(5000);
+  // Pieces that are no multiple of a chunk or a block; the window shuts now and then.
+  const std::string sent = feed_and_read(t, body, 700);
+  EXPECT_TRUE(sent == "<header>" + FakeCipher::flip(body) + "<end>");
+  const auto p = read_published(publisher_);
+  ASSERT_EQ(p.heads.size(), 1u);
+  EXPECT_EQ(p.heads[0]["stream"]["sealed"], std::string(64, 'b'));
+  for (const auto& c : p.chunks) EXPECT_LE(c.data.size(), 1000u);
+  EXPECT_EQ(p.chunks.back().total, sent.size());
+}
+
+TEST_F(StreamTransferTest, ASmallSealedBodyStaysInClearForTheOrdinaryReply) {
+  // The end-to-end layer seals an ordinary reply as a whole.
+  publisher_.set_limit(100'000);
+  publisher_.set_cipher([] { return std::make_unique<FakeCipher>(); });
+  auto& t = make(options(2, 1000));
+  t.head(200, {});
+  EXPECT_TRUE(t.body("small"));
+  EXPECT_FALSE(t.finish(response(200)));
+  EXPECT_EQ(t.buffered(), "small");
+  EXPECT_EQ(publisher_.count(), 0u);
 }
 
 TEST_F(StreamTransferTest, AFailureBeforeTheHeadIsAnOrdinaryReply) {
