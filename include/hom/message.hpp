@@ -32,6 +32,9 @@ struct InboundMessage {
   bool retained = false;
   int qos = 0;  // the QoS it was delivered with
   MessageProperties properties;
+  // Set by a layer that relays the reply (end-to-end mode) when the request itself came over
+  // MQTT 3.1.1: its streamed reply takes the JSON form, whatever `properties` say.
+  bool json_chunks = false;
 };
 
 struct OutboundMessage {

@@ -104,6 +104,7 @@ void Bridge::on_message(InboundMessage&& message) {
   }
   ++received_;
   request->received = now;
+  if (message.json_chunks) request->mqtt5 = false;
   if (oversize) {
     request->req_id = nullptr;
     request->rejection = bridge_error(

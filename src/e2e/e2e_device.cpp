@@ -299,6 +299,8 @@ void E2eDevice::admit(Job& job) {
   inner.qos = message.qos;
   inner.properties.response_topic = internal_prefix_ + token;
   inner.properties.expiry_s = message.properties.expiry_s;
+  // Without MQTT 5 properties the requester can read chunks only in their JSON form.
+  inner.json_chunks = !message.properties.response_topic && !message.properties.correlation_data;
   {
     std::lock_guard<std::mutex> lock(mu_);
     const auto now = std::chrono::steady_clock::now();
@@ -437,6 +439,7 @@ std::unique_ptr<BodyCipher> E2eDevice::body_cipher(const OutboundMessage& reply)
 
 void E2eDevice::publish(OutboundMessage message) {
   std::optional<Pending> pending;
+  std::optional<OutboundMessage> chunk_out;
   bool head = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -456,7 +459,7 @@ void E2eDevice::publish(OutboundMessage message) {
           replies_.erase(it->second.opened.request_sha256);
           pending_.erase(it);
         }
-        message = std::move(out);
+        chunk_out = std::move(out);
       } else if (it != pending_.end()) {
         // The first reply: a streamed reply's head keeps the request pending for its chunks.
         head = message.payload.find("\"stream\"") != std::string::npos;
@@ -473,6 +476,10 @@ void E2eDevice::publish(OutboundMessage message) {
         }
       }
     }
+  }
+  if (chunk_out) {
+    downstream_->publish(std::move(*chunk_out));
+    return;
   }
   if (!pending) {
     if (message.topic.compare(0, reply_topic_.size(), reply_topic_) == 0) {

@@ -371,6 +371,16 @@ class E2eTest(InteropTest):
         self.assertEqual(b.wait_exit(30), 0, b.log())
         self.assertIn('"/echo/a"', a.log())
         self.assertIn('"/echo/b"', b.log())
+        # A large reply streams in the JSON form of 3.1.1 on that shared topic, sealed too.
+        out = self.tmp.file("blob311.out")
+        r = self.hom("get", DEVICE, "blob", "-G", f"bytes={BLOB_BYTES}", "-o", out,
+                     MQTT_VERSION="3.1.1")
+        self.assertEqual(r.returncode, 0, r)
+        with open(out, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).digest(), hashlib.sha256(BLOB).digest())
+        chunks = self.spy.all(lambda m: m.topic == SEALED_RES and b'"chunk"' in m.payload)
+        self.assertGreater(len(chunks), 4)
+        self.assert_no_plaintext_of(BLOB)
 
     def test_accept_mode_serves_plain_and_sealed(self):
         os.mkdir(self.tmp.file("state-acc"))
