@@ -4,7 +4,8 @@
 # fetched by curl directly (the HTTP limit), published by a bare Paho client through the same
 # broker in QoS 1 messages of the chunk size (the MQTT limit, hom-mqtt-floor), through
 # `hom get … -o FILE`, and through hom-gateway with curl; then a SIZE-byte upload through
-# `hom put … --data-binary @FILE`. Every body's SHA-256 is checked; the peak RSS growth of
+# `hom put … --data-binary @FILE`; and the download sealed end to end (SPEC §8: a second homd
+# with HOM_E2E=require, `hom --identity … -o FILE`). Every body's SHA-256 is checked; the peak RSS growth of
 # homd, hom and the gateway is printed against the 8 MB target. Prints Markdown; stops
 # everything it started, by PID.
 #
@@ -97,6 +98,28 @@ for ((i = 0; i < 100; i++)); do
   sleep 0.1
 done
 
+# The same API behind a homd that takes sealed requests only (end to end, SPEC §8).
+command -v ssh-keygen >/dev/null || die "ssh-keygen not found; run scripts/deps.sh"
+SEALED_DEVICE=$DEVICE-sealed
+ssh-keygen -q -t ed25519 -N '' -C device -f "$tmp/device"
+ssh-keygen -q -t ed25519 -N '' -C bench -f "$tmp/user"
+cp "$tmp/user.pub" "$tmp/authorized_keys"
+echo "$SEALED_DEVICE $(cut -d' ' -f1,2 "$tmp/device.pub")" >"$tmp/known_devices"
+mkdir -m 700 "$tmp/state"
+env -i PATH="$PATH" "${mqtt_env[@]}" MQTT_TOPIC_ID="$SEALED_DEVICE" \
+  HTTP_BASE_URL="http://127.0.0.1:$api_port/" HTTP_TIMEOUT_MS=600000 LOG_LEVEL=warn \
+  HOM_E2E=require HOM_DEVICE_KEY_FILE="$tmp/device" HOM_STATE_DIR="$tmp/state" \
+  HOM_AUTHORIZED_KEYS_FILE="$tmp/authorized_keys" \
+  "$BUILD_DIR/homd" >"$tmp/homd-sealed.log" 2>&1 &
+sealed_pid=$!
+pids+=("$sealed_pid")
+sealed=(--identity "$tmp/user" --known-devices "$tmp/known_devices")
+for ((i = 0; i < 100; i++)); do
+  hom -s "${sealed[@]}" get "$SEALED_DEVICE" status >/dev/null 2>&1 && break
+  alive "$sealed_pid" || die "homd (sealed) exited: $(cat "$tmp/homd-sealed.log")"
+  sleep 0.1
+done
+
 echo "$(printf %s "$TOKEN" | sha256sum | cut -d' ' -f1) * GET * bench" >"$tmp/tokens"
 gw_port=$(free_port)
 env -i PATH="$PATH" "${mqtt_env[@]}" GATEWAY_LISTEN="127.0.0.1:$gw_port" \
@@ -156,6 +179,22 @@ hom_kb=$(tail -n 1 "$tmp/hom.kb")
 row "hom get -o FILE" "$hom_mbps" "$(pct "$hom_mbps")" \
   "homd $(growth_cell "$(hwm "$homd_pid")" "$homd_before")" \
   "hom $(growth_cell "$hom_kb" "$hom_floor_kb") (peak $(mb "$hom_kb") MB)"
+rm -f "$file"
+
+# hom --identity get -o FILE: the same download sealed end to end.
+reset_peak "$sealed_pid"
+homd_before=$(rss "$sealed_pid")
+t0=$(now)
+/usr/bin/time -f %M -o "$tmp/hom-sealed.kb" env -i PATH="$PATH" "${mqtt_env[@]}" \
+  "$HOM" -s "${sealed[@]}" get "$SEALED_DEVICE" files/blob -G size="$SIZE" -o "$file" \
+  --timeout 10m || die "hom --identity get failed"
+t1=$(now)
+check_sha "hom --identity get" "$(sha256sum "$file" | cut -d' ' -f1)"
+sealed_mbps=$(mbps "$SIZE" "$t0" "$t1")
+sealed_kb=$(tail -n 1 "$tmp/hom-sealed.kb")
+row "hom --identity get -o FILE (sealed end to end)" "$sealed_mbps" "$(pct "$sealed_mbps")" \
+  "homd $(growth_cell "$(hwm "$sealed_pid")" "$homd_before")" \
+  "hom $(growth_cell "$sealed_kb" "$hom_floor_kb") (peak $(mb "$sealed_kb") MB)"
 rm -f "$file"
 
 # curl through the gateway.
