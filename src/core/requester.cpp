@@ -166,7 +166,9 @@ struct Requester::Impl {
     }
     Flight& f = it->second;
     StreamState& s = *f.stream;
-    f.deadline = std::max(f.deadline, Clock::now() + s.stall);
+    // Chunks before the head are no progress: the head may never come.
+    if (message.kind == StreamMessage::Kind::kAck || s.head)
+      f.deadline = std::max(f.deadline, Clock::now() + s.stall);
     if (message.kind == StreamMessage::Kind::kAck) {
       const StreamAck& ack = message.ack;
       if (!s.tx) {
@@ -193,11 +195,22 @@ struct Requester::Impl {
     const auto status = s.rx.add(std::move(message.chunk), pieces);
     if (status == Reassembler::Status::kDuplicate) ++duplicate_chunks;
     if (status == Reassembler::Status::kFailed) {
-      end(it, result_of(f, Outcome::kStreamError, s.rx.error()), finished);
+      // Sealed, a chunk's metadata (an error it reports included) is not authenticated.
+      end(it,
+          result_of(f, Outcome::kStreamError,
+                    f.sealer ? "the sealed stream broke off (its chunks' metadata is not "
+                               "authenticated): " +
+                                   s.rx.error()
+                             : s.rx.error()),
+          finished);
       return;
     }
     if (!s.head) {
+      // Nothing is acknowledged before the head: a sender keeps within one window.
       for (auto& p : pieces) s.early.push_back(std::move(p));
+      if (s.early.size() > s.options.window)
+        end(it, result_of(f, Outcome::kStreamError, "more chunks than the window before the head"),
+            finished);
       return;
     }
     std::string error;
@@ -249,13 +262,13 @@ struct Requester::Impl {
     s.head_payload = std::move(head);
     s.opener = std::move(opener);
     f.deadline = std::max(f.deadline, Clock::now() + s.stall);
-    if (s.options.on_head)
-      heads.push_back([on_head = s.options.on_head, head = s.head_reply] { on_head(head); });
     std::string error;
     if (!open_pieces(s, s.early, error)) {
       end(it, result_of(f, Outcome::kUnverified, error), finished);
       return;
     }
+    if (s.options.on_head)
+      heads.push_back([on_head = s.options.on_head, head = s.head_reply] { on_head(head); });
     deliver(it->first, f, s.early, deliveries);
     if (s.rx.complete()) finish_stream(it, finished);
   }
@@ -501,6 +514,10 @@ struct Requester::Impl {
       return true;
     }
     if (reply->stream) {
+      if (f.stream && f.stream->head && reply->stream->id == f.stream->id) {
+        ++unmatched;  // the same head again (a QoS 1 resend after a reconnect)
+        return true;
+      }
       // A signed head: the chunks that follow must be the age file it names.
       if (!f.stream || f.stream->head || reply->stream->id != f.stream->id ||
           reply->stream->sealed.size() != 64) {

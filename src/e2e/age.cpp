@@ -156,15 +156,14 @@ std::optional<AgeEncryptor> AgeEncryptor::create(const std::vector<SshPublicKey>
       error = "recipient " + recipient.fingerprint() + " is not a valid Ed25519 key";
       return std::nullopt;
     }
-    crypto::Secret ephemeral(crypto::random_bytes(32));
-    const std::string share = crypto::x25519_base(ephemeral.view());
-    auto shared = crypto::x25519(ephemeral.view(), *their_x);
-    if (!shared) {
+    auto ephemeral = crypto::x25519_ephemeral(*their_x);
+    if (!ephemeral) {
       error = "recipient " + recipient.fingerprint() + " is a low-order point";
       return std::nullopt;
     }
-    crypto::Secret raw_shared(std::move(*shared));
-    auto tweaked = crypto::x25519(tweak_for(blob), raw_shared.view());
+    const std::string& share = ephemeral->first;
+    const crypto::Secret& raw_shared = ephemeral->second;
+    auto tweaked = crypto::x25519_public_scalar(tweak_for(blob), raw_shared.view());
     if (!tweaked) {
       error = "recipient " + recipient.fingerprint() + ": key agreement failed";
       return std::nullopt;
@@ -299,7 +298,7 @@ bool AgeDecryptor::read_header() {
     auto shared = crypto::x25519(x25519_secret_, *share);
     if (!shared) return fail("invalid ssh-ed25519 stanza (low-order share)");
     crypto::Secret raw_shared(std::move(*shared));
-    auto tweaked = crypto::x25519(tweak, raw_shared.view());
+    auto tweaked = crypto::x25519_public_scalar(tweak, raw_shared.view());
     if (!tweaked) return fail("invalid ssh-ed25519 stanza");
     crypto::Secret secret(std::move(*tweaked));
     crypto::Secret wrap_key(

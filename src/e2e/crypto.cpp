@@ -9,7 +9,10 @@
 #include <sodium.h>
 
 #include <memory>
+#include <mutex>
 #include <stdexcept>
+#include <unordered_map>
+#include <utility>
 
 namespace hom::crypto {
 namespace {
@@ -64,6 +67,48 @@ std::string raw_public_of(EVP_PKEY* key) {
   std::string out(32, '\0');
   std::size_t n = out.size();
   if (EVP_PKEY_get_raw_public_key(key, u8(out), &n) != 1 || n != 32) fail("public key");
+  return out;
+}
+
+// What was derived from a public value (a device's or a requester's public key, age's tweak
+// of one), kept so that the next message to or from the same key skips that work. Bounded
+// (emptied when full); thread-safe. Never holds anything derived from a secret.
+template <typename Value>
+class PublicCache {
+ public:
+  std::optional<Value> find(const std::string& key) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto it = map_.find(key);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(std::string key, Value value) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (map_.size() >= kMaxEntries) map_.clear();
+    map_.insert_or_assign(std::move(key), std::move(value));
+  }
+
+ private:
+  static constexpr std::size_t kMaxEntries = 1024;
+  std::mutex mu_;
+  std::unordered_map<std::string, Value> map_;
+};
+
+// X25519 with a loaded private key (loading one costs OpenSSL a scalar multiplication: it
+// derives the public key). nullopt when the result is all zeros or `point` is unusable.
+std::optional<std::string> derive(EVP_PKEY* priv, std::string_view point) {
+  Pkey pub = raw_public(EVP_PKEY_X25519, point);
+  if (!pub) return std::nullopt;
+  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new(priv, nullptr));
+  std::string out(32, '\0');
+  std::size_t n = out.size();
+  // OpenSSL fails the derivation when the shared secret is all zeros (RFC 7748 §6.1).
+  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
+      EVP_PKEY_derive_set_peer(ctx.get(), pub.get()) != 1 ||
+      EVP_PKEY_derive(ctx.get(), u8(out), &n) != 1 || n != 32) {
+    wipe(out);
+    return std::nullopt;
+  }
   return out;
 }
 
@@ -186,19 +231,28 @@ bool ed25519_verify(std::string_view public_key, std::string_view message,
 std::optional<std::string> x25519(std::string_view scalar, std::string_view point) {
   if (scalar.size() != 32 || point.size() != 32) return std::nullopt;
   Pkey priv = raw_private(EVP_PKEY_X25519, scalar);
-  Pkey pub = raw_public(EVP_PKEY_X25519, point);
-  if (!pub) return std::nullopt;
-  std::unique_ptr<EVP_PKEY_CTX, PkeyCtxFree> ctx(EVP_PKEY_CTX_new(priv.get(), nullptr));
-  std::string out(32, '\0');
-  std::size_t n = out.size();
-  // OpenSSL fails the derivation when the shared secret is all zeros (RFC 7748 §6.1).
-  if (!ctx || EVP_PKEY_derive_init(ctx.get()) != 1 ||
-      EVP_PKEY_derive_set_peer(ctx.get(), pub.get()) != 1 ||
-      EVP_PKEY_derive(ctx.get(), u8(out), &n) != 1 || n != 32) {
-    wipe(out);
-    return std::nullopt;
+  return derive(priv.get(), point);
+}
+
+std::optional<std::string> x25519_public_scalar(std::string_view scalar, std::string_view point) {
+  if (scalar.size() != 32 || point.size() != 32) return std::nullopt;
+  static PublicCache<std::shared_ptr<EVP_PKEY>> keys;
+  const std::string name(scalar);
+  auto key = keys.find(name);
+  if (!key) {
+    key = std::shared_ptr<EVP_PKEY>(raw_private(EVP_PKEY_X25519, scalar).release(), PkeyFree());
+    keys.put(name, *key);
   }
-  return out;
+  return derive(key->get(), point);
+}
+
+std::optional<std::pair<std::string, Secret>> x25519_ephemeral(std::string_view point) {
+  if (point.size() != 32) return std::nullopt;
+  Pkey priv(EVP_PKEY_Q_keygen(nullptr, nullptr, "X25519"));
+  if (!priv) fail("X25519 key generation");
+  auto shared = derive(priv.get(), point);
+  if (!shared) return std::nullopt;
+  return std::make_pair(raw_public_of(priv.get()), Secret(std::move(*shared)));
 }
 
 std::string x25519_base(std::string_view scalar) {
@@ -208,8 +262,12 @@ std::string x25519_base(std::string_view scalar) {
 std::optional<std::string> ed25519_pk_to_x25519(std::string_view public_key) {
   sodium_ready();
   if (public_key.size() != crypto_sign_ed25519_PUBLICKEYBYTES) return std::nullopt;
+  static PublicCache<std::string> mapped;
+  const std::string name(public_key);
+  if (auto known = mapped.find(name)) return known;
   std::string out(crypto_scalarmult_curve25519_BYTES, '\0');
   if (crypto_sign_ed25519_pk_to_curve25519(u8(out), u8(public_key)) != 0) return std::nullopt;
+  mapped.put(name, out);
   return out;
 }
 

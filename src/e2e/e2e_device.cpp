@@ -51,7 +51,6 @@ std::string printable(std::string_view s) {
 
 // A sealed request's body travels inside it: a streamed upload would come in clear chunks.
 bool asks_upload(const std::string& payload) {
-  if (payload.find("\"upload\"") == std::string::npos) return false;
   const auto decoded = decode_request(payload);
   return decoded.error.empty() && decoded.envelope.stream && decoded.envelope.stream->upload;
 }
@@ -312,7 +311,7 @@ void E2eDevice::admit(Job& job) {
     if (pending_.size() > 4 * (config_.queue_max + admitters_.size())) {
       const auto limit = now - 2 * (config_.http.timeout + config_.http.connect_timeout);
       for (auto it = pending_.begin(); it != pending_.end();)
-        it = it->second.at < limit ? pending_.erase(it) : std::next(it);
+        it = it->second.at < limit && !it->second.streaming ? pending_.erase(it) : std::next(it);
     }
   }
   next.on_message(std::move(inner));
@@ -446,12 +445,24 @@ void E2eDevice::publish(OutboundMessage message) {
     if (message.topic.compare(0, internal_prefix_.size(), internal_prefix_) == 0) {
       const auto it = pending_.find(message.topic.substr(internal_prefix_.size()));
       if (it != pending_.end() && it->second.streaming) {
-        // A chunk of a sealed reply: ciphertext already (body_cipher), reshaped only.
-        const auto chunk = decode_stream_message(message.payload, message.user);
-        const bool last = chunk.kind == StreamMessage::Kind::kChunk && chunk.chunk.last;
+        // A chunk of a sealed reply: ciphertext already (body_cipher), reshaped only. Its
+        // metadata travels in clear: an error says no more than that the stream failed.
+        auto chunk = decode_stream_message(message.payload, message.user);
+        if (chunk.kind != StreamMessage::Kind::kChunk) {
+          spdlog::error("dropping a message of a sealed stream that is no chunk");
+          return;
+        }
+        const bool last = chunk.chunk.last;
         OutboundMessage out = sealed_shape(message, it->second);
-        out.payload = std::move(message.payload);
-        out.user = std::move(message.user);
+        if (!chunk.chunk.error.empty()) {
+          spdlog::warn("sealed stream {}: {}", printable(chunk.chunk.id),
+                       printable(chunk.chunk.error));
+          chunk.chunk.error = "the device's stream failed";
+          encode_chunk(chunk.chunk, message.binary, out);
+        } else {
+          out.payload = std::move(message.payload);
+          out.user = std::move(message.user);
+        }
         out.binary = message.binary;
         it->second.at = std::chrono::steady_clock::now();
         if (last) {
@@ -495,6 +506,11 @@ void E2eDevice::publish(OutboundMessage message) {
   auto sealed = seal_reply(pending->opened, gate_.device_key(), message.payload, error);
   if (!sealed) {
     spdlog::error("sealing a reply failed: {}", error);
+    if (head) {
+      // No head: its chunks must not follow.
+      std::lock_guard<std::mutex> lock(mu_);
+      pending_.erase(message.topic.substr(internal_prefix_.size()));
+    }
     return;
   }
   out.payload = std::move(*sealed);
