@@ -22,7 +22,7 @@ source "$here/lib.sh"
 
 find_servers
 command -v ssh-keygen >/dev/null || die "ssh-keygen not found; run scripts/deps.sh"
-build homd hom-loadgen hom-e2e-load
+build homd hom-loadgen hom-e2e-load hom-e2e-ops
 E2E_LOAD=$BUILD_DIR/bench/hom-e2e-load
 make_tmp
 [[ -n ${KEEP:-} ]] && keep_tmp=1
@@ -118,3 +118,7 @@ printf '| homd CPU per request at c=1, c=64 (ms) | %s, %s | %s, %s | | |\n' "$cp
   "$cpu_e2e1" "$cpu_e2e64"
 printf '| errors (c=1, c=64) | %s, %s | %s, %s | 0 | |\n' "$(jget errors "$off1")" \
   "$(jget errors "$off64")" "$(jget errors "$e2e1")" "$(jget errors "$e2e64")"
+echo
+echo "### Where the time goes: each step of a sealed call, alone on one core (hom-e2e-ops)"
+echo
+"$BUILD_DIR/bench/hom-e2e-ops" "$tmp/device" "$tmp/user" 500
