@@ -165,37 +165,27 @@ for w in $FLOOR_WINDOWS; do
 done
 pct() { awk -v a="$1" -v b="$floor_best" 'BEGIN {printf "%.0f %%", 100 * a / b}'; }
 
-# hom get -o FILE.
-reset_peak "$homd_pid"
-homd_before=$(rss "$homd_pid")
-t0=$(now)
-/usr/bin/time -f %M -o "$tmp/hom.kb" env -i PATH="$PATH" "${mqtt_env[@]}" \
-  "$HOM" -s get "$DEVICE" files/blob -G size="$SIZE" -o "$file" --timeout 10m ||
-  die "hom get failed"
-t1=$(now)
-check_sha "hom get" "$(sha256sum "$file" | cut -d' ' -f1)"
-hom_mbps=$(mbps "$SIZE" "$t0" "$t1")
-hom_kb=$(tail -n 1 "$tmp/hom.kb")
-row "hom get -o FILE" "$hom_mbps" "$(pct "$hom_mbps")" \
-  "homd $(growth_cell "$(hwm "$homd_pid")" "$homd_before")" \
-  "hom $(growth_cell "$hom_kb" "$hom_floor_kb") (peak $(mb "$hom_kb") MB)"
-rm -f "$file"
-
-# hom --identity get -o FILE: the same download sealed end to end.
-reset_peak "$sealed_pid"
-homd_before=$(rss "$sealed_pid")
-t0=$(now)
-/usr/bin/time -f %M -o "$tmp/hom-sealed.kb" env -i PATH="$PATH" "${mqtt_env[@]}" \
-  "$HOM" -s "${sealed[@]}" get "$SEALED_DEVICE" files/blob -G size="$SIZE" -o "$file" \
-  --timeout 10m || die "hom --identity get failed"
-t1=$(now)
-check_sha "hom --identity get" "$(sha256sum "$file" | cut -d' ' -f1)"
-sealed_mbps=$(mbps "$SIZE" "$t0" "$t1")
-sealed_kb=$(tail -n 1 "$tmp/hom-sealed.kb")
-row "hom --identity get -o FILE (sealed end to end)" "$sealed_mbps" "$(pct "$sealed_mbps")" \
-  "homd $(growth_cell "$(hwm "$sealed_pid")" "$homd_before")" \
-  "hom $(growth_cell "$sealed_kb" "$hom_floor_kb") (peak $(mb "$sealed_kb") MB)"
-rm -f "$file"
+# hom_download LABEL HOMD_PID HOM_ARGS...: `hom -s HOM_ARGS -o FILE` timed and checked, its row.
+hom_download() {
+  local label=$1 pid=$2 before m kb
+  shift 2
+  reset_peak "$pid"
+  before=$(rss "$pid")
+  t0=$(now)
+  /usr/bin/time -f %M -o "$tmp/hom.kb" env -i PATH="$PATH" "${mqtt_env[@]}" \
+    "$HOM" -s "$@" -o "$file" --timeout 10m || die "$label failed"
+  t1=$(now)
+  check_sha "$label" "$(sha256sum "$file" | cut -d' ' -f1)"
+  m=$(mbps "$SIZE" "$t0" "$t1")
+  kb=$(tail -n 1 "$tmp/hom.kb")
+  row "$label" "$m" "$(pct "$m")" "homd $(growth_cell "$(hwm "$pid")" "$before")" \
+    "hom $(growth_cell "$kb" "$hom_floor_kb") (peak $(mb "$kb") MB)"
+  rm -f "$file"
+}
+hom_download "hom get -o FILE" "$homd_pid" get "$DEVICE" files/blob -G size="$SIZE"
+# The same download sealed end to end.
+hom_download "hom --identity get -o FILE (sealed end to end)" "$sealed_pid" "${sealed[@]}" \
+  get "$SEALED_DEVICE" files/blob -G size="$SIZE"
 
 # curl through the gateway.
 reset_peak "$homd_pid"
