@@ -1,9 +1,8 @@
-// age_decrypt and AgeDecryptor / sshsig_verify / sshsig_unarmor / decode_signed_request /
-// decode_signed_reply / RequestGate::admit (SPEC §8): what a sealed message from the broker
-// goes through. The keys are fixed (seeds 0x01… for the device, 0x02… for the requester), so
-// seeds encrypted to them reach the inner layers.
-// Input: any bytes, given whole to each function; byte 0 also picks where the streamed
-// decryption cuts the input.
+// age_decrypt and AgeDecryptor (also bound to a header digest) / sshsig_verify / sshsig_unarmor /
+// decode_signed_request / decode_signed_reply / RequestGate::admit (SPEC §8): what a sealed message
+// from the broker goes through. The keys are fixed (seeds 0x01… for the device, 0x02… for the
+// requester), so seeds encrypted to them reach the inner layers. Input: any bytes, given whole to
+// each function; byte 0 also picks where the streamed decryption cuts the input.
 #include <unistd.h>
 
 #include <cstddef>
@@ -51,6 +50,23 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     ok = ok && decryptor.finish(out);
     HOM_FUZZ_CHECK(ok == whole.has_value(), show(input) + ": " + decryptor.error() + " / " + error);
     if (ok) HOM_FUZZ_CHECK(out == *whole, show(input));
+  }
+
+  // Bound to the digest of its header and nonce (a sealed stream's head), a decryptor takes
+  // that file and no other; refusing, it gives out nothing.
+  if (whole) {
+    const std::size_t mac = input.find("\n--- ");
+    const std::size_t end = input.find('\n', mac + 1) + 1 + 16;
+    HOM_FUZZ_CHECK(mac != std::string_view::npos && end <= size, show(input));
+    const std::string bound = hom::sha256_hex(input.substr(0, end));
+    for (const bool right : {true, false}) {
+      hom::AgeDecryptor decryptor(device());
+      decryptor.expect_header(right ? bound : std::string(64, '0'));
+      std::string out;
+      const bool ok = decryptor.update(input, out) && decryptor.finish(out);
+      HOM_FUZZ_CHECK(ok == right, show(input) + ": " + decryptor.error());
+      HOM_FUZZ_CHECK(right ? out == *whole : out.empty(), show(input));
+    }
   }
 
   // A signature that verifies names an Ed25519 key; it fails for any other namespace.
