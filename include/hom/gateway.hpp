@@ -42,7 +42,8 @@ struct GatewayConfig {
   std::chrono::milliseconds shutdown_grace{10000};
   std::string log_level = "info";
   // End to end (SPEC §8): GATEWAY_IDENTITY_FILE signs, GATEWAY_KNOWN_DEVICES_FILE names the
-  // devices' keys; both or neither. With them every call is sealed (and not streamed).
+  // devices' keys; both or neither. With them every call is sealed (request bodies are not
+  // streamed; large replies are, sealed).
   std::string identity_file;
   std::string known_devices_file;
   std::shared_ptr<const CallSealer> sealer;  // made from the two files by hom-gateway's main

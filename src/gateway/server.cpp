@@ -197,8 +197,8 @@ class Server::Impl::Connection : public std::enable_shared_from_this<Connection>
     if (ec) return on_read(ec);
     const auto length = parser_->content_length();
     const auto& config = server_->config;
-    // A sealed call (SPEC §8) is one message each way: its body is read whole, never
-    // streamed (it must fit GATEWAY_MAX_BODY_BYTES and the broker's packet limit).
+    // A sealed request (SPEC §8) carries its body: read whole, never streamed (it must fit
+    // GATEWAY_MAX_BODY_BYTES and the broker's packet limit). Its reply may stream.
     const bool sealed = static_cast<bool>(config.sealer);
     const bool chunked = parser_->chunked() && !sealed;
     const bool stream = length && *length > kStreamAbove && !sealed;
