@@ -94,6 +94,10 @@ class E2eDevice : public MessageFilter {
   // The pending reply an internal reply topic names; nullptr when it is not one.
   const Pending* pending_of(const std::string& topic) const;  // requires mu_
   OutboundMessage sealed_shape(const OutboundMessage& message, const Pending& pending) const;
+  // A chunk of `pending`'s streamed reply as it goes out (`last` set for the last one);
+  // nullopt: not a chunk, dropped.
+  std::optional<OutboundMessage> sealed_chunk(OutboundMessage message, const Pending& pending,
+                                              bool& last) const;
   bool valid_reply_topic(const std::string& topic) const;
   void remember(const std::string& hash, OutboundMessage reply);  // requires mu_
   void expire();                                                  // requires mu_

@@ -255,10 +255,6 @@ std::optional<std::pair<std::string, Secret>> x25519_ephemeral(std::string_view 
   return std::make_pair(raw_public_of(priv.get()), Secret(std::move(*shared)));
 }
 
-std::string x25519_base(std::string_view scalar) {
-  return raw_public_of(raw_private(EVP_PKEY_X25519, scalar).get());
-}
-
 std::optional<std::string> ed25519_pk_to_x25519(std::string_view public_key) {
   sodium_ready();
   if (public_key.size() != crypto_sign_ed25519_PUBLICKEYBYTES) return std::nullopt;

@@ -56,7 +56,6 @@ bool ed25519_verify(std::string_view public_key, std::string_view message,
 
 // X25519 (RFC 7748). nullopt when the result is all zeros (a low-order point).
 std::optional<std::string> x25519(std::string_view scalar, std::string_view point);
-std::string x25519_base(std::string_view scalar);
 // The same for a scalar that is no secret (age's tweak, derived from a public key): the key
 // object OpenSSL makes of it is kept for the next call with the same scalar.
 std::optional<std::string> x25519_public_scalar(std::string_view scalar, std::string_view point);

@@ -55,6 +55,14 @@ bool asks_upload(const std::string& payload) {
   return decoded.error.empty() && decoded.envelope.stream && decoded.envelope.stream->upload;
 }
 
+// The head of a streamed sealed reply (StreamTransfer gives it the cipher's binding), not
+// an ordinary reply document.
+bool is_sealed_head(const std::string& payload) {
+  if (payload.find("\"stream\"") == std::string::npos) return false;
+  const auto reply = decode_reply(payload);
+  return reply && reply->stream && !reply->stream->sealed.empty();
+}
+
 // A sealed reply's body in chunks: one age file to the requester, whose header and nonce the
 // signed head names (StreamHead::sealed).
 class AgeBodyCipher : public BodyCipher {
@@ -436,6 +444,29 @@ std::unique_ptr<BodyCipher> E2eDevice::body_cipher(const OutboundMessage& reply)
   return std::make_unique<AgeBodyCipher>(std::move(*encryptor));
 }
 
+std::optional<OutboundMessage> E2eDevice::sealed_chunk(OutboundMessage message,
+                                                       const Pending& pending, bool& last) const {
+  // Ciphertext already (body_cipher): only reshaped. Its metadata travels in clear, so an
+  // error says no more than that the stream failed.
+  auto chunk = decode_stream_message(message.payload, message.user);
+  if (chunk.kind != StreamMessage::Kind::kChunk) {
+    spdlog::error("dropping a message of a sealed stream that is no chunk");
+    return std::nullopt;
+  }
+  last = chunk.chunk.last;
+  OutboundMessage out = sealed_shape(message, pending);
+  if (!chunk.chunk.error.empty()) {
+    spdlog::warn("sealed stream {}: {}", printable(chunk.chunk.id), printable(chunk.chunk.error));
+    chunk.chunk.error = "the device's stream failed";
+    encode_chunk(chunk.chunk, message.binary, out);
+  } else {
+    out.payload = std::move(message.payload);
+    out.user = std::move(message.user);
+  }
+  out.binary = message.binary;
+  return out;
+}
+
 void E2eDevice::publish(OutboundMessage message) {
   std::optional<Pending> pending;
   std::optional<OutboundMessage> chunk_out;
@@ -445,39 +476,18 @@ void E2eDevice::publish(OutboundMessage message) {
     if (message.topic.compare(0, internal_prefix_.size(), internal_prefix_) == 0) {
       const auto it = pending_.find(message.topic.substr(internal_prefix_.size()));
       if (it != pending_.end() && it->second.streaming) {
-        // A chunk of a sealed reply: ciphertext already (body_cipher), reshaped only. Its
-        // metadata travels in clear: an error says no more than that the stream failed.
-        auto chunk = decode_stream_message(message.payload, message.user);
-        if (chunk.kind != StreamMessage::Kind::kChunk) {
-          spdlog::error("dropping a message of a sealed stream that is no chunk");
-          return;
-        }
-        const bool last = chunk.chunk.last;
-        OutboundMessage out = sealed_shape(message, it->second);
-        if (!chunk.chunk.error.empty()) {
-          spdlog::warn("sealed stream {}: {}", printable(chunk.chunk.id),
-                       printable(chunk.chunk.error));
-          chunk.chunk.error = "the device's stream failed";
-          encode_chunk(chunk.chunk, message.binary, out);
-        } else {
-          out.payload = std::move(message.payload);
-          out.user = std::move(message.user);
-        }
-        out.binary = message.binary;
+        bool last = false;
+        chunk_out = sealed_chunk(std::move(message), it->second, last);
+        if (!chunk_out) return;
         it->second.at = std::chrono::steady_clock::now();
         if (last) {
           // Not kept for copies: a later copy of the request is refused as a replay.
           replies_.erase(it->second.opened.request_sha256);
           pending_.erase(it);
         }
-        chunk_out = std::move(out);
       } else if (it != pending_.end()) {
         // The first reply: a streamed reply's head keeps the request pending for its chunks.
-        head = message.payload.find("\"stream\"") != std::string::npos;
-        if (head) {
-          const auto reply = decode_reply(message.payload);
-          head = reply && reply->stream && !reply->stream->sealed.empty();
-        }
+        head = is_sealed_head(message.payload);
         if (head) {
           it->second.streaming = true;
           pending = it->second;
