@@ -77,12 +77,22 @@ def wait_until(predicate, timeout=DEFAULT_WAIT, what="a condition"):
         time.sleep(POLL)
 
 
+_handed_out = set()  # ports free_port() returned in this process: never returned twice
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read, closed).
-    A peer that then fails with 'address in use' is restarted on another one."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, read, closed),
+    and one this process has not been given before (two peers started together, neither yet
+    listening, would otherwise be handed the same port). Another process may still take it
+    in between: a peer that then fails with 'address in use' is restarted on another one."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise AssertionError("no free loopback port found in 100 tries")
 
 
 def free_ports(n):
@@ -775,6 +785,11 @@ def rabbitmq_server_bin():
     return path
 
 
+def port_taken(log):
+    """Whether an Erlang node's log says it stopped because a port it was given was in use."""
+    return "already_used" in log or "eaddrinuse" in log
+
+
 class RabbitMq:
     """A private RabbitMQ node with the MQTT plugin, owned by the test: its own epmd (a
     foreground child on its own port, not -daemon) and the node itself, with its own node
@@ -793,11 +808,23 @@ class RabbitMq:
         wait=False the caller calls wait_started()."""
         self.dir = TempDir("hom-rabbitmq-")
         self.epmd = self.node = None
-        self.amqp_port, self.dist_port, self.port = free_ports(3)
+        self.home = home
         self.epmd_port = epmd_port or free_port()
+        self._configure()
+        if not epmd_port:
+            self.epmd = start_epmd(self.epmd_port, self.env, self.dir)
+        self._launch()
+        if wait:
+            self.wait_started()
+
+    START_ATTEMPTS = 3  # another process may take a port between free_port() and the node
+
+    def _configure(self):
+        """Writes the node's configuration, with ports of its own."""
+        self.amqp_port, self.dist_port, self.port = free_ports(3)
         self.name = f"hom-interop-{self.port}@localhost"
-        os.makedirs(self.dir.file("mnesia"))
-        os.makedirs(self.dir.file("log"))
+        os.makedirs(self.dir.file("mnesia"), exist_ok=True)
+        os.makedirs(self.dir.file("log"), exist_ok=True)
         self.dir.write("enabled_plugins", "[rabbitmq_mqtt].\n")
         self.dir.write("rabbitmq.conf", "\n".join([
             f"listeners.tcp.default = 127.0.0.1:{self.amqp_port}",
@@ -812,8 +839,8 @@ class RabbitMq:
             "log.file = false",
         ]) + "\n")
         self.dir.write("rabbitmq-env.conf", "# none: everything comes from the environment\n")
-        env = base_env(
-            HOME=home or self.dir.path,
+        self.env = base_env(
+            HOME=self.home or self.dir.path,
             ERL_EPMD_PORT=self.epmd_port,
             ERL_EPMD_ADDRESS="127.0.0.1",
             RABBITMQ_NODENAME=self.name,
@@ -832,19 +859,25 @@ class RabbitMq:
             ERL_CRASH_DUMP=self.dir.file("erl_crash.dump"),
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )
-        self.env = env
-        if not epmd_port:
-            self.epmd = start_epmd(self.epmd_port, env, self.dir)
-        self.node = Process([rabbitmq_server_bin()], env,
-                            self.dir.file("rabbitmq.log"), cwd=self.dir.path,
+
+    def _launch(self):
+        self.node = Process([rabbitmq_server_bin()], self.env,
+                            self.dir.file(f"rabbitmq-{self.port}.log"), cwd=self.dir.path,
                             stdin=subprocess.PIPE)
-        if wait:
-            self.wait_started()
 
     def wait_started(self):
+        """Waits for the MQTT listener. A node that stopped because one of its ports was
+        taken meanwhile is started again on others (START_ATTEMPTS in all)."""
         deadline = time.monotonic() + self.START_WAIT
+        attempt = 1
         while not port_accepts(self.port):
-            if not self.node.running() or time.monotonic() >= deadline:
+            running = self.node.running()
+            if not running and attempt < self.START_ATTEMPTS and port_taken(self.node.log()):
+                attempt += 1
+                self._configure()
+                self._launch()
+                continue
+            if not running or time.monotonic() >= deadline:
                 text = self.node.log()
                 self.cleanup()
                 raise AssertionError(f"RabbitMQ did not open its MQTT listener:\n{tail(text)}")
