@@ -6,6 +6,7 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
 
 #include "hom/bridge.hpp"
 #include "hom/config.hpp"
@@ -60,7 +61,8 @@ class Device : public Publisher {
   const Config config_;
   const std::string filter_;
   const std::string status_topic_;
-  std::atomic<Bridge*> ready_{nullptr};  // set once the bridge exists: messages may come first
+  std::mutex deliver_mu_;    // held by the session's message callback
+  Bridge* ready_ = nullptr;  // guarded by deliver_mu_; set once the bridge exists
   std::atomic<int> reply_qos_;
   std::atomic<bool> downgrade_logged_{false};
   std::unique_ptr<MessageFilter> gate_;  // before the session: its callback uses it

@@ -31,7 +31,10 @@ Device::Device(const Config& config, std::unique_ptr<MessageFilter> filter)
       session_(
           session_options(config),
           [this](InboundMessage&& message) {
-            Bridge* b = ready_.load();
+            // Held while the message is handed on: ~Device waits for it before the bridge
+            // goes (one Paho thread delivers, so nothing else ever waits for it).
+            std::lock_guard<std::mutex> lock(deliver_mu_);
+            Bridge* b = ready_;
             if (!b) return;
             if (gate_) {
               gate_->on_message(std::move(message), *b);
@@ -42,13 +45,20 @@ Device::Device(const Config& config, std::unique_ptr<MessageFilter> filter)
           [this] { on_connected(); }) {
   if (gate_) gate_->set_downstream(*this);
   bridge_ = std::make_unique<Bridge>(config_, gate_ ? static_cast<Publisher&>(*gate_) : *this);
-  ready_ = bridge_.get();
+  {
+    std::lock_guard<std::mutex> lock(deliver_mu_);
+    ready_ = bridge_.get();
+  }
   // Retain Handling 2: a stored retained request is never even delivered (MQTT 5).
   session_.subscribe(Subscription{filter_, 2, true});
 }
 
 Device::~Device() {
-  ready_ = nullptr;  // the session (destroyed last) may still deliver a message
+  {
+    // The session (destroyed last) may still deliver a message: from now on it goes nowhere.
+    std::lock_guard<std::mutex> lock(deliver_mu_);
+    ready_ = nullptr;
+  }
   if (gate_) gate_->stop();
   bridge_->stop(std::chrono::milliseconds(0));
 }

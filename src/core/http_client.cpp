@@ -11,11 +11,12 @@
 
 namespace hom {
 
-namespace {
-
-struct SlistFree {
+// Outside the anonymous namespace: Impl (a class with linkage) holds one.
+struct CurlSlistFree {
   void operator()(curl_slist* l) const { curl_slist_free_all(l); }
 };
+
+namespace {
 
 std::string trim(std::string_view s) {
   const auto b = s.find_first_not_of(" \t\r\n");
@@ -123,7 +124,7 @@ struct HttpClient::Impl {
   HeaderList headers;
   bool too_large = false;
   char error[CURL_ERROR_SIZE] = {};
-  std::unique_ptr<curl_slist, SlistFree> header_list;
+  std::unique_ptr<curl_slist, CurlSlistFree> header_list;
   // Streamed calls (perform_stream).
   CURLM* multi = nullptr;
   StreamChannel* stream = nullptr;
@@ -229,7 +230,7 @@ bool HttpClient::Impl::setup(const Request& request, StreamChannel* channel, Htt
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, b.data());
   }
 
-  std::unique_ptr<curl_slist, SlistFree> list;
+  std::unique_ptr<curl_slist, CurlSlistFree> list;
   const auto add = [&list](const std::string& line) {
     curl_slist* next = curl_slist_append(list.get(), line.c_str());
     if (next) (void)list.release(), list.reset(next);

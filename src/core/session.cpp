@@ -63,6 +63,18 @@ bool is_refusal(const mqtt::exception& e) {
 
 const char* version_name(int version) { return version == MQTTVERSION_5 ? "5" : "3.1.1"; }
 
+// Paho C 1.3 records every function entry and exit of its threads in a trace ring buffer,
+// and frees that buffer when its last client is destroyed (MQTTAsync_terminate) without
+// waiting for its two threads, which record one more exit on their way out. That write lands
+// in freed memory and can corrupt the heap: seen as "corrupted double-linked list" when homd
+// exited, and possible mid-run when a fallback to MQTT 3.1.1 replaces the only client.
+// Recording errors only (the least Paho allows; the exits are below that) keeps its threads
+// from writing there at all, and spares them that work on every call.
+void limit_paho_trace() {
+  static std::once_flag once;
+  std::call_once(once, [] { MQTTAsync_setTraceLevel(MQTTASYNC_TRACE_ERROR); });
+}
+
 }  // namespace
 
 std::size_t publish_packet_size(const OutboundMessage& m, bool v5, std::size_t content_type) {
@@ -86,8 +98,7 @@ struct MqttSession::Impl : public virtual mqtt::callback {
 
   // Paho ties the protocol version to the client object: a fallback needs a new one, any
   // other connect reuses the client (and what it buffered while disconnected). The old one
-  // is destroyed before the new one exists: Paho C's threads then start afresh, where a
-  // live thread would notice the new socket only after its one-second poll.
+  // is destroyed before the new one exists.
   void make_client(int version) {
     std::shared_ptr<mqtt::async_client> previous;
     {
@@ -371,15 +382,22 @@ MqttSession::MqttSession(SessionOptions options, MessageHandler on_message,
                          ConnectedHandler on_connected)
     : impl_(std::make_unique<Impl>(std::move(options), std::move(on_message),
                                    std::move(on_connected))) {
+  limit_paho_trace();
   impl_->make_client(impl_->use_311 ? MQTTVERSION_3_1_1 : MQTTVERSION_5);
 }
 
 MqttSession::~MqttSession() {
+  std::shared_ptr<mqtt::async_client> c;
+  {
+    std::lock_guard<std::mutex> lock(impl_->client_mu);
+    c = std::move(impl_->client);
+  }
   try {
-    if (const auto c = impl_->current(); c && c->is_connected())
-      c->disconnect()->wait_for(std::chrono::seconds(1));
+    if (c && c->is_connected()) c->disconnect()->wait_for(std::chrono::seconds(1));
   } catch (const std::exception&) {
   }
+  // Destroyed first, while the rest of Impl (which its callbacks use) is still whole.
+  c.reset();
 }
 
 std::optional<ConnectError> MqttSession::connect_once(const std::atomic<bool>& stop,

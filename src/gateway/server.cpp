@@ -38,8 +38,11 @@ constexpr int kRetryAfterS = 30;
 constexpr std::array<double, 12> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                              0.5,   1,    2.5,   5,    10,  30};
 
-// Counters for /_hom/metrics; updated from the I/O thread, read from it too.
-struct Metrics {
+}  // namespace
+
+// Counters for /_hom/metrics; updated from the I/O thread, read from it too. Outside the
+// anonymous namespace: Server::Impl (a class with linkage) holds one.
+struct GatewayMetrics {
   std::map<int, std::uint64_t> by_status;
   std::array<std::uint64_t, kBuckets.size() + 1> latency{};
   double latency_sum = 0;
@@ -54,8 +57,6 @@ struct Metrics {
     ++latency_count;
   }
 };
-
-}  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(const GatewayConfig& c, std::vector<Token> t, Requester& r)
@@ -121,7 +122,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::atomic<std::size_t> connections{0};
   std::atomic<std::size_t> in_flight{0};
   std::atomic<bool> draining{false};
-  Metrics metrics;  // I/O thread only
+  GatewayMetrics metrics;  // I/O thread only
   std::mutex idle_mu;
   std::condition_variable idle_cv;  // signalled when in_flight drops to 0
   std::mutex live_mu;

@@ -1,11 +1,13 @@
 // The MQTT session against a real Mosquitto that limits what clients may do (SPEC §5.1):
 // the QoS the broker grants, its Maximum Packet Size, and a broker that drops the
 // connection. Each ends in an answered request and a homd that is still connected.
+#include <atomic>
 #include <memory>
 #include <string>
 
 #include <gtest/gtest.h>
 
+#include "hom/session.hpp"
 #include "support/harness.hpp"
 
 namespace hom::test {
@@ -119,6 +121,32 @@ TEST_F(SessionTest, SessionTakenOverIsNoticedAndReconnected) {
   auto fine = request("text", 1, "after-takeover");
   ASSERT_TRUE(fine) << diag();
   EXPECT_EQ(status_of(*fine), 200);
+}
+
+std::atomic<int> g_paho_traces_below_error{0};
+
+void count_paho_trace(enum MQTTASYNC_TRACE_LEVELS level, char*) {
+  if (level < MQTTASYNC_TRACE_ERROR) ++g_paho_traces_below_error;
+}
+
+// Paho C records every step of its threads in a trace buffer, which it frees under them when
+// its last client is destroyed: a session keeps it to errors, so that nothing is written
+// there. (A connect to a port nobody listens on makes Paho trace plenty below that.)
+TEST(PahoTrace, ASessionKeepsPahoToRecordingErrorsOnly) {
+  SessionOptions options;
+  options.mqtt.host = "127.0.0.1";
+  options.mqtt.port = free_port();
+  options.mqtt.server_uri = "tcp://127.0.0.1:" + std::to_string(options.mqtt.port);
+  options.mqtt.tls = false;
+  options.client_id = "hom-trace-test";
+  MqttSession session(
+      options, [](InboundMessage&&) {}, [] {});
+  MQTTAsync_setTraceCallback(&count_paho_trace);
+  const std::atomic<bool> stop{false};
+  const auto error = session.connect_once(stop, std::chrono::seconds(5));
+  MQTTAsync_setTraceCallback(nullptr);
+  EXPECT_TRUE(error.has_value()) << "nothing listens on port " << options.mqtt.port;
+  EXPECT_EQ(g_paho_traces_below_error.load(), 0);
 }
 
 }  // namespace
