@@ -15,6 +15,7 @@ DURATION=${DURATION:-10}
 REPEAT=${REPEAT:-1}
 BUILD_DIR=${BUILD_DIR:-$root/build-bench}
 HOMD_WORKERS=${HOMD_WORKERS:-4}
+HOMD_ENV=${HOMD_ENV:-}  # more VAR=value settings for every homd, e.g. to compare one
 QOS_LIST=${QOS_LIST:-"0 1 2"}
 CONC_LIST=${CONC_LIST:-"1 16 64"}
 WORKERS_LIST=${WORKERS_LIST:-"1 2 4 8"}
@@ -61,7 +62,7 @@ start_homd() {
   shift
   env -i PATH="$PATH" GNUTLS_NO_IMPLICIT_INIT=1 MQTT_HOST=127.0.0.1 MQTT_PORT="$broker_port" \
     MQTT_TLS=off MQTT_TOPIC_ID="$id" HTTP_BASE_URL="http://127.0.0.1:$api_port/" LOG_LEVEL=warn \
-    WORKERS="$HOMD_WORKERS" "$@" "$HOMD" >"$tmp/homd-$id.log" 2>&1 &
+    WORKERS="$HOMD_WORKERS" ${HOMD_ENV:-} "$@" "$HOMD" >"$tmp/homd-$id.log" 2>&1 &
   homd_pid=$!
   pids+=("$homd_pid")
   probe "$id"
