@@ -96,10 +96,7 @@ def free_port():
 
 
 def free_ports(n):
-    ports = set()
-    while len(ports) < n:
-        ports.add(free_port())
-    return sorted(ports)
+    return sorted(free_port() for _ in range(n))  # distinct: free_port() never repeats one
 
 
 def port_accepts(port):
